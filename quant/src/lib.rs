@@ -1,0 +1,8 @@
+//! Number formats and quantizers as pure functions, and the artifact file formats.
+
+pub mod atomic;
+pub mod bytes;
+pub mod ggml;
+pub mod gguf;
+pub mod hf;
+pub mod safetensors_out;
