@@ -1,1 +1,10 @@
-//! runtime
+//! Loads models and artifacts and runs the Llama-family graph on CPU.
+
+pub mod generate;
+pub mod loader;
+pub mod model;
+pub mod tokenizer;
+
+pub use loader::{load, LoadError};
+pub use model::{KvCache, Model};
+pub use tokenizer::Tokenizer;

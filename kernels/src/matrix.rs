@@ -1,0 +1,55 @@
+//! The weight-matrix abstraction the runtime multiplies with. Each storage format (ggml types,
+//! group-quantized int4, int8, fp8) implements it; weights stay in their stored form and are
+//! decoded block by block inside the product.
+
+use std::sync::Arc;
+
+/// A [rows × cols] weight matrix (rows = output features, cols = input features), as nn.Linear.
+pub trait Matrix: Send + Sync {
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+
+    /// y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] for t in 0..n_tok.
+    fn matmul(&self, x: &[f32], n_tok: usize, y: &mut [f32]);
+
+    /// Decodes row `r` into `out` (cols elements) with the format's reference codec.
+    fn dequantize_row(&self, r: usize, out: &mut [f32]);
+
+    /// The storage format, for reports ("Q4_K", "BF16", "int4 g128 asym", ...).
+    fn format(&self) -> String;
+
+    /// Bytes the weights occupy in their stored form.
+    fn storage_bytes(&self) -> usize;
+}
+
+pub type SharedMatrix = Arc<dyn Matrix>;
+
+/// Checks matmul argument sizes; every implementation calls it first.
+pub fn check_matmul_args(m: &dyn Matrix, x: &[f32], n_tok: usize, y: &[f32]) {
+    assert_eq!(
+        x.len(),
+        n_tok * m.cols(),
+        "matmul input is not n_tok × cols"
+    );
+    assert_eq!(
+        y.len(),
+        n_tok * m.rows(),
+        "matmul output is not n_tok × rows"
+    );
+}
+
+/// Raw output pointer shared by the row-parallel kernels; each task writes a disjoint set of rows.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub *mut f32);
+// SAFETY: tasks write disjoint elements (distinct rows r), never read them, and the slice outlives
+// the parallel loop that uses the pointer.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// SAFETY: caller guarantees `i` is in bounds and no other task writes element `i`.
+    #[inline]
+    pub(crate) unsafe fn write(self, i: usize, v: f32) {
+        *self.0.add(i) = v;
+    }
+}

@@ -1,0 +1,179 @@
+//! The Llama-family forward pass: RMSNorm → attention (RoPE, GQA, causal, KV cache) → residual →
+//! RMSNorm → SwiGLU MLP → residual, then final norm and LM head.
+
+use kernels::cpu::dot_f32;
+use kernels::ops::{add_assign, rms_norm, softmax, swiglu};
+use quant::hf::LlamaConfig;
+use rayon::prelude::*;
+
+use super::kv::{KvCache, LayerKv};
+use super::rope::Rope;
+use super::weights::{Layer, LinearKind, Model};
+
+/// Sees the input of every linear as the forward pass runs (activation capture for calibration,
+/// importance matrices).
+pub trait Observer {
+    fn linear_input(&mut self, layer: usize, kind: LinearKind, x: &[f32], n_tok: usize);
+}
+
+/// What a block needs besides its weights.
+pub struct BlockCtx<'a> {
+    pub config: &'a LlamaConfig,
+    pub rope: &'a Rope,
+}
+
+impl Layer {
+    /// Runs this block on `n_tok` new tokens in `x` (n_tok × hidden, updated in place), whose
+    /// positions follow those already in `kv`.
+    pub fn forward(
+        &self,
+        ctx: &BlockCtx,
+        index: usize,
+        x: &mut [f32],
+        n_tok: usize,
+        kv: &mut LayerKv,
+        mut obs: Option<&mut dyn Observer>,
+    ) {
+        let cfg = ctx.config;
+        let eps = cfg.rms_norm_eps as f32;
+        let mut see = |kind: LinearKind, a: &[f32]| {
+            if let Some(o) = obs.as_mut() {
+                o.linear_input(index, kind, a, n_tok);
+            }
+        };
+
+        let mut h = vec![0f32; x.len()];
+        rms_norm(x, &self.attn_norm, eps, &mut h);
+        for k in [LinearKind::Q, LinearKind::K, LinearKind::V] {
+            see(k, &h);
+        }
+        let mut q = self.q.forward(&h, n_tok);
+        let mut k = self.k.forward(&h, n_tok);
+        let v = self.v.forward(&h, n_tok);
+        let pos0 = kv.len;
+        let (qw, kw) = (q.len() / n_tok, k.len() / n_tok);
+        for t in 0..n_tok {
+            ctx.rope.apply(&mut q[t * qw..(t + 1) * qw], pos0 + t);
+            ctx.rope.apply(&mut k[t * kw..(t + 1) * kw], pos0 + t);
+        }
+        kv.append(&k, &v);
+        let attn = attention(cfg, &q, n_tok, pos0, kv);
+        see(LinearKind::O, &attn);
+        add_assign(x, &self.o.forward(&attn, n_tok));
+
+        rms_norm(x, &self.ffn_norm, eps, &mut h);
+        see(LinearKind::Gate, &h);
+        see(LinearKind::Up, &h);
+        let mut g = self.gate.forward(&h, n_tok);
+        let u = self.up.forward(&h, n_tok);
+        swiglu(&mut g, &u);
+        see(LinearKind::Down, &g);
+        add_assign(x, &self.down.forward(&g, n_tok));
+    }
+}
+
+/// Causal multi-head attention of `n_tok` queries (at positions pos0..) over the cache.
+fn attention(cfg: &LlamaConfig, q: &[f32], n_tok: usize, pos0: usize, kv: &LayerKv) -> Vec<f32> {
+    let (n_head, hd) = (cfg.num_attention_heads, cfg.head_dim);
+    let group = n_head / cfg.num_key_value_heads;
+    let width = kv.width;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; n_tok * n_head * hd];
+    out.par_chunks_mut(hd)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (i, o)| {
+            let (t, h) = (i / n_head, i % n_head);
+            let off = (h / group) * hd;
+            let qh = &q[i * hd..(i + 1) * hd];
+            let total = pos0 + t + 1;
+            scores.clear();
+            scores.extend(
+                (0..total)
+                    .map(|j| dot_f32(qh, &kv.k[j * width + off..j * width + off + hd]) * scale),
+            );
+            softmax(scores);
+            for (j, &p) in scores.iter().enumerate() {
+                let vj = &kv.v[j * width + off..j * width + off + hd];
+                for (oo, vv) in o.iter_mut().zip(vj) {
+                    *oo += p * vv;
+                }
+            }
+        });
+    out
+}
+
+impl Model {
+    pub fn block_ctx(&self) -> BlockCtx<'_> {
+        BlockCtx {
+            config: &self.config,
+            rope: &self.rope,
+        }
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(
+            self.layers.len(),
+            self.config.num_key_value_heads * self.config.head_dim,
+        )
+    }
+
+    /// Embedding rows of `tokens` (n_tok × hidden). Ids outside the vocabulary panic: callers
+    /// validate tokens (the tokenizer never produces them).
+    pub fn embed_tokens(&self, tokens: &[u32]) -> Vec<f32> {
+        let d = self.config.hidden_size;
+        let mut x = vec![0f32; tokens.len() * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            assert!(
+                (t as usize) < self.embed.rows(),
+                "token id {t} outside the vocabulary"
+            );
+            self.embed.dequantize_row(t as usize, row);
+        }
+        x
+    }
+
+    /// Final norm and LM head over the hidden states of `n_tok` tokens.
+    pub fn logits(&self, x: &[f32], n_tok: usize) -> Vec<f32> {
+        let mut h = vec![0f32; x.len()];
+        rms_norm(
+            x,
+            &self.output_norm,
+            self.config.rms_norm_eps as f32,
+            &mut h,
+        );
+        let mut y = vec![0f32; n_tok * self.output.rows()];
+        self.output.matmul(&h, n_tok, &mut y);
+        y
+    }
+
+    /// Runs `tokens` after what `cache` holds and returns the logits of the tokens from index
+    /// `logits_from` on ((n_tok − logits_from) × vocab).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits_from: usize) -> Vec<f32> {
+        self.forward_observed(tokens, cache, logits_from, None)
+    }
+
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits_from: usize,
+        mut obs: Option<&mut dyn Observer>,
+    ) -> Vec<f32> {
+        let n_tok = tokens.len();
+        assert!(logits_from <= n_tok);
+        let mut x = self.embed_tokens(tokens);
+        let ctx = self.block_ctx();
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            layer.forward(
+                &ctx,
+                i,
+                &mut x,
+                n_tok,
+                kv,
+                obs.as_mut().map(|o| &mut **o as &mut dyn Observer),
+            );
+        }
+        let d = self.config.hidden_size;
+        self.logits(&x[logits_from * d..], n_tok - logits_from)
+    }
+}

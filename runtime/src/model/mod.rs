@@ -1,0 +1,11 @@
+//! The Llama-family graph.
+
+pub mod forward;
+pub mod kv;
+pub mod rope;
+pub mod weights;
+
+pub use forward::{BlockCtx, Observer};
+pub use kv::{KvCache, LayerKv};
+pub use rope::{Rope, RopeStyle};
+pub use weights::{Layer, Linear, LinearKind, Model};

@@ -1,0 +1,155 @@
+//! Rotary position embeddings, including Llama 3 frequency scaling and linear interpolation.
+
+use quant::hf::{LlamaConfig, RopeScaling};
+
+/// Which dimensions rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// (x[2i], x[2i+1]): llama.cpp's layout for "llama" GGUFs, whose Q/K rows the converter
+    /// permuted.
+    Adjacent,
+    /// (x[i], x[i + d/2]): Hugging Face's rotate-half layout (and GGUF qwen2).
+    Halves,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// Per rotated pair, radians per position.
+    inv_freq: Vec<f64>,
+    /// Positions are divided by this (linear scaling).
+    pos_scale: f64,
+}
+
+impl Rope {
+    /// `freq_factors` (GGUF `rope_freqs.weight`) divide the frequencies when present.
+    pub fn new(cfg: &LlamaConfig, style: RopeStyle, freq_factors: Option<&[f32]>) -> Rope {
+        let d = cfg.head_dim;
+        let mut inv_freq: Vec<f64> = (0..d / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64))
+            .collect();
+        let mut pos_scale = 1.0;
+        match cfg.rope_scaling {
+            None => {}
+            Some(RopeScaling::Linear(f)) => pos_scale = f,
+            // The GGUF carries the same scaling as precomputed factors: apply one, not both.
+            Some(RopeScaling::Llama3(s)) if freq_factors.is_none() => {
+                let low_wavelen = s.original_max_position_embeddings as f64 / s.low_freq_factor;
+                let high_wavelen = s.original_max_position_embeddings as f64 / s.high_freq_factor;
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= s.factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (s.original_max_position_embeddings as f64 / wavelen
+                            - s.low_freq_factor)
+                            / (s.high_freq_factor - s.low_freq_factor);
+                        *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                    }
+                }
+            }
+            Some(RopeScaling::Llama3(_)) => {}
+        }
+        if let Some(ff) = freq_factors {
+            for (f, k) in inv_freq.iter_mut().zip(ff) {
+                *f /= *k as f64;
+            }
+        }
+        Rope {
+            style,
+            inv_freq,
+            pos_scale,
+        }
+    }
+
+    /// Rotates every head (`head_dim` wide) of one token's vector `x` for position `pos`.
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
+        let half = self.inv_freq.len();
+        let d = 2 * half;
+        let p = pos as f64 / self.pos_scale;
+        let cs: Vec<(f32, f32)> = self
+            .inv_freq
+            .iter()
+            .map(|f| {
+                let a = p * f;
+                (a.cos() as f32, a.sin() as f32)
+            })
+            .collect();
+        for head in x.chunks_exact_mut(d) {
+            for (i, &(c, s)) in cs.iter().enumerate() {
+                let (a, b) = match self.style {
+                    RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                    RopeStyle::Halves => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c - x1 * s;
+                head[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quant::hf::{Family, Llama3Scaling};
+
+    fn cfg(scaling: Option<RopeScaling>) -> LlamaConfig {
+        LlamaConfig {
+            family: Family::Llama,
+            hidden_size: 8,
+            intermediate_size: 8,
+            num_hidden_layers: 1,
+            num_attention_heads: 1,
+            num_key_value_heads: 1,
+            head_dim: 8,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: scaling,
+            max_position_embeddings: 128,
+            vocab_size: 4,
+            tie_word_embeddings: false,
+            qkv_bias: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            torch_dtype: None,
+        }
+    }
+
+    #[test]
+    fn styles_agree_after_permutation_and_preserve_norm() {
+        // The adjacent layout is the halves layout with rows interleaved: (j, j+d/2) → (2j, 2j+1).
+        let c = cfg(None);
+        let x: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 1.0).collect();
+        let mut halves = x.clone();
+        Rope::new(&c, RopeStyle::Halves, None).apply(&mut halves, 17);
+        let mut adj: Vec<f32> = (0..8)
+            .map(|k| if k % 2 == 0 { x[k / 2] } else { x[k / 2 + 4] })
+            .collect();
+        Rope::new(&c, RopeStyle::Adjacent, None).apply(&mut adj, 17);
+        for j in 0..4 {
+            assert!(
+                (adj[2 * j] - halves[j]).abs() < 1e-6
+                    && (adj[2 * j + 1] - halves[j + 4]).abs() < 1e-6
+            );
+        }
+        let n0: f32 = x.iter().map(|v| v * v).sum();
+        let n1: f32 = halves.iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-5);
+    }
+
+    #[test]
+    fn llama3_scaling_slows_only_low_frequencies() {
+        let s = Llama3Scaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 16,
+        };
+        let plain = Rope::new(&cfg(None), RopeStyle::Halves, None);
+        let scaled = Rope::new(&cfg(Some(RopeScaling::Llama3(s))), RopeStyle::Halves, None);
+        // highest frequency (wavelength 2π < 4) untouched; lowest (wavelength 2π·1000 > 16) divided by 8
+        assert_eq!(plain.inv_freq[0], scaled.inv_freq[0]);
+        assert!((plain.inv_freq[3] / scaled.inv_freq[3] - 8.0).abs() < 1e-12);
+    }
+}
