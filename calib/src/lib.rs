@@ -1,1 +1,6 @@
-//! calib
+//! Calibration: data, activation capture through the runtime's observer hook, statistics, and the
+//! layer-by-layer pipeline that feeds quant's algorithms one block at a time.
+
+pub mod data;
+
+pub use data::{load, CalibError, CalibOptions, CalibSet};
