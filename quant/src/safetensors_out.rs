@@ -166,6 +166,116 @@ impl SafetensorsWriter {
     }
 }
 
+/// A model's tensors written as one `model.safetensors`, or as shards of at most `max_shard_bytes`
+/// (`model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`), the layout
+/// transformers and vLLM read. Tensors are written in spec order, one at a time.
+pub struct ShardedWriter {
+    dir: PathBuf,
+    shards: Vec<(String, Vec<TensorSpec>)>,
+    current: Option<SafetensorsWriter>,
+    shard: usize,
+    left_in_shard: usize,
+    metadata: BTreeMap<String, String>,
+}
+
+impl ShardedWriter {
+    pub fn create(
+        dir: impl AsRef<Path>,
+        specs: Vec<TensorSpec>,
+        max_shard_bytes: usize,
+        metadata: BTreeMap<String, String>,
+    ) -> io::Result<ShardedWriter> {
+        let dir = dir.as_ref().to_owned();
+        let mut groups: Vec<Vec<TensorSpec>> = vec![vec![]];
+        let mut size = 0;
+        for s in specs {
+            let n = s.n_bytes();
+            if size > 0 && size + n > max_shard_bytes {
+                groups.push(vec![]);
+                size = 0;
+            }
+            size += n;
+            groups.last_mut().unwrap().push(s);
+        }
+        let count = groups.len();
+        let shards: Vec<(String, Vec<TensorSpec>)> = groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let name = if count == 1 {
+                    "model.safetensors".to_string()
+                } else {
+                    format!("model-{:05}-of-{count:05}.safetensors", i + 1)
+                };
+                (name, g)
+            })
+            .collect();
+        if count > 1 {
+            let total: usize = shards
+                .iter()
+                .flat_map(|(_, g)| g.iter().map(TensorSpec::n_bytes))
+                .sum();
+            let weight_map: BTreeMap<&str, &str> = shards
+                .iter()
+                .flat_map(|(f, g)| g.iter().map(move |s| (s.name.as_str(), f.as_str())))
+                .collect();
+            let index =
+                serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+            std::fs::write(
+                dir.join("model.safetensors.index.json"),
+                serde_json::to_string_pretty(&index)? + "\n",
+            )?;
+        }
+        Ok(ShardedWriter {
+            dir,
+            shards,
+            current: None,
+            shard: 0,
+            left_in_shard: 0,
+            metadata,
+        })
+    }
+
+    /// Writes the next tensor (in spec order).
+    pub fn write(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+        if self.left_in_shard == 0 {
+            if let Some(w) = self.current.take() {
+                w.finish()?;
+                self.shard += 1;
+            }
+            let (file, specs) = self.shards.get(self.shard).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("tensor {name} written after all tensors"),
+                )
+            })?;
+            self.left_in_shard = specs.len();
+            self.current = Some(SafetensorsWriter::create(
+                self.dir.join(file),
+                specs.clone(),
+                &self.metadata,
+            )?);
+        }
+        self.current
+            .as_mut()
+            .expect("opened above")
+            .write(name, data)?;
+        self.left_in_shard -= 1;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> io::Result<()> {
+        let last_shard_open = self.shard + 1 == self.shards.len() && self.current.is_some();
+        if !last_shard_open || self.left_in_shard > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not every tensor was written", self.dir.display()),
+            ));
+        }
+        self.current.take().expect("checked above").finish()
+    }
+}
+
 /// Little-endian bytes of a slice of plain numbers.
 pub fn le_bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
     // Every platform this project targets is little-endian, as the format is.
@@ -201,6 +311,42 @@ mod tests {
         assert_eq!(h["b"]["dtype"], "I8");
         assert_eq!(h["__metadata__"]["format"], "pt");
         assert_eq!(&bytes[8 + n + 24..], &[1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn shards_split_by_size_with_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs: Vec<TensorSpec> = (0..5)
+            .map(|i| TensorSpec::new(format!("t{i}"), Dtype::F32, vec![10]))
+            .collect();
+        let mut w = ShardedWriter::create(dir.path(), specs, 100, BTreeMap::new()).unwrap();
+        for i in 0..5 {
+            w.write(&format!("t{i}"), &[0u8; 40]).unwrap();
+        }
+        w.finish().unwrap();
+        let index: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("model.safetensors.index.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            index["weight_map"]["t0"],
+            "model-00001-of-00003.safetensors"
+        );
+        assert_eq!(
+            index["weight_map"]["t4"],
+            "model-00003-of-00003.safetensors"
+        );
+        assert_eq!(index["metadata"]["total_size"], 200);
+        assert!(dir.path().join("model-00003-of-00003.safetensors").exists());
+
+        let dir = tempfile::tempdir().unwrap();
+        let specs = vec![
+            TensorSpec::new("a", Dtype::U8, vec![3]),
+            TensorSpec::new("b", Dtype::U8, vec![3]),
+        ];
+        let mut w = ShardedWriter::create(dir.path(), specs, 1 << 30, BTreeMap::new()).unwrap();
+        w.write("a", &[1, 2, 3]).unwrap();
+        assert!(w.finish().is_err(), "unwritten tensor b accepted");
     }
 
     #[test]

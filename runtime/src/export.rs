@@ -162,34 +162,78 @@ pub fn write_hf_folder(
     }
     w.finish().map_err(io(&st_path))?;
 
-    let mut config = cfg.to_json(dtype.torch_name());
-    config["tie_word_embeddings"] = tied.into();
-    write_json(&dir.path().join("config.json"), &config)?;
-    let mut gen = serde_json::json!({"_from_model_config": true});
-    if let Some(b) = cfg.bos_token_id {
-        gen["bos_token_id"] = b.into();
-    }
-    if let Some(tok) = model.tokenizer() {
-        let eos = tok.eos();
-        if !eos.is_empty() {
-            gen["eos_token_id"] = if eos.len() == 1 {
-                eos[0].into()
-            } else {
-                eos.into()
-            };
-        }
-        let tj = dir.path().join("tokenizer.json");
-        std::fs::write(&tj, tok.to_hf_json()?).map_err(io(&tj))?;
-        write_json(
-            &dir.path().join("tokenizer_config.json"),
-            &tok.hf_tokenizer_config(cfg.max_position_embeddings),
-        )?;
-    }
-    write_json(&dir.path().join("generation_config.json"), &gen)?;
+    write_json(
+        &dir.path().join("config.json"),
+        &base_config_json(model, dtype.torch_name()),
+    )?;
+    write_tokenizer_files(model, Some(source), dir.path())?;
     dir.commit().map_err(io(out))
 }
 
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), ExportError> {
+/// config.json for `model` as a dense folder in `torch_dtype`; quantized artifacts add their
+/// `quantization_config` to it.
+pub fn base_config_json(model: &Model, torch_dtype: &str) -> serde_json::Value {
+    let mut config = model.config.to_json(torch_dtype);
+    config["tie_word_embeddings"] = std::sync::Arc::ptr_eq(&model.embed, &model.output).into();
+    config
+}
+
+/// Tokenizer files for an output folder: copied from `source` when it is a Hugging Face folder
+/// (keeping everything the original tokenizer files say), else written from the model's
+/// tokenizer. Also writes generation_config.json when the source has none.
+pub fn write_tokenizer_files(
+    model: &Model,
+    source: Option<&Path>,
+    dir: &Path,
+) -> Result<(), ExportError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExportError::Io { path, source }
+    };
+    const FILES: [&str; 6] = [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "tokenizer.model",
+    ];
+    if let Some(src) = source.filter(|s| s.join("tokenizer.json").exists()) {
+        for f in FILES {
+            if src.join(f).exists() {
+                std::fs::copy(src.join(f), dir.join(f)).map_err(io(&src.join(f)))?;
+            }
+        }
+        if dir.join("generation_config.json").exists() {
+            return Ok(());
+        }
+    } else if let Some(tok) = model.tokenizer() {
+        let tj = dir.join("tokenizer.json");
+        std::fs::write(&tj, tok.to_hf_json()?).map_err(io(&tj))?;
+        write_json(
+            &dir.join("tokenizer_config.json"),
+            &tok.hf_tokenizer_config(model.config.max_position_embeddings),
+        )?;
+    }
+    let mut gen = serde_json::json!({"_from_model_config": true});
+    if let Some(b) = model.config.bos_token_id {
+        gen["bos_token_id"] = b.into();
+    }
+    let eos: Vec<u32> = model
+        .tokenizer()
+        .map(|t| t.eos().to_vec())
+        .unwrap_or_else(|| model.config.eos_token_ids.clone());
+    if !eos.is_empty() {
+        gen["eos_token_id"] = if eos.len() == 1 {
+            eos[0].into()
+        } else {
+            eos.into()
+        };
+    }
+    write_json(&dir.join("generation_config.json"), &gen)
+}
+
+pub fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), ExportError> {
     let text = serde_json::to_string_pretty(v).expect("JSON values serialize");
     std::fs::write(path, text + "\n").map_err(|source| ExportError::Io {
         path: path.to_owned(),

@@ -33,7 +33,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Dtype::F32 => DenseDtype::F32,
     };
     let t0 = std::time::Instant::now();
-    let out = write_hf_folder(&model, &a.out, dtype)
+    let out = write_hf_folder(&model, &a.model, &a.out, dtype)
         .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
         "wrote {} ({} parameters, {:.1} s)",
