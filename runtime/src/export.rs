@@ -73,9 +73,10 @@ fn adjacent_row(r: usize, head_dim: usize) -> usize {
     head * head_dim + if j < half { 2 * j } else { 2 * (j - half) + 1 }
 }
 
-/// Writes `model` to `out` as a Hugging Face folder.
+/// Writes `model` (loaded from `source`) to `out` as a Hugging Face folder.
 pub fn write_hf_folder(
     model: &Model,
+    source: &Path,
     out: &Path,
     dtype: DenseDtype,
 ) -> Result<PathBuf, ExportError> {
