@@ -25,6 +25,13 @@ enum Command {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`quantize inspect X | head`), like other command-line tools,
+    // instead of panicking on the failed write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of a signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

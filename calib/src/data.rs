@@ -11,7 +11,7 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

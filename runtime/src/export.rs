@@ -14,7 +14,7 @@ use crate::model::{LinearKind, Model, RopeStyle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
-/// Loads a model for a command, naming the path in any error.
+/// Loads a model for a command (the loader's errors name the file).
 pub fn load_model(path: &Path) -> anyhow::Result<runtime::Model> {
-    runtime::load(path).with_context(|| format!("loading model {}", path.display()))
+    Ok(runtime::load(path)?)
 }
 
 /// The model's tokenizer, or an error saying the model has none.

@@ -52,3 +52,52 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Bytes of a small GGUF v3 file: string metadata and F32 tensors (name, dims, ggml type id),
+/// with the data section zero-filled. Enough to exercise loaders on crafted inputs.
+pub fn tiny_gguf(meta: &[(&str, &str)], tensors: &[(&str, &[u64], u32)]) -> Vec<u8> {
+    fn s(b: &mut Vec<u8>, x: &str) {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    }
+    let mut b = Vec::new();
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((meta.len() as u64).to_le_bytes());
+    for (k, v) in meta {
+        s(&mut b, k);
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, v);
+    }
+    let mut offset = 0u64;
+    for (name, dims, ty) in tensors {
+        s(&mut b, name);
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        offset += dims.iter().product::<u64>() * 4;
+        offset = offset.div_ceil(32) * 32;
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.resize(b.len() + offset as usize, 0);
+    b
+}
+
+/// Asserts a failed run: non-zero exit, no panic, and an error message containing every `needle`.
+pub fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}

@@ -19,7 +19,7 @@ const MAX_NAME: usize = 63;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -117,7 +117,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: u64, field: &str) -> Result<&'a [u8], GgufError> {
-        let end = (self.pos as u64).checked_add(n).unwrap_or(u64::MAX);
+        let end = (self.pos as u64).saturating_add(n);
         if end > self.buf.len() as u64 {
             return Err(GgufError::Truncated {
                 path: self.path.to_owned(),
@@ -303,7 +303,7 @@ impl GgufFile {
                 id: tid,
             })?;
             let offset = c.u64(&field)?;
-            if dims.iter().any(|&d| d == 0) {
+            if dims.contains(&0) {
                 return Err(c.invalid(&field, format!("zero-sized dimension in {dims:?}")));
             }
             if dims

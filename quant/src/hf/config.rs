@@ -7,13 +7,13 @@ use serde_json::{json, Map, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not valid JSON: {source}")]
+    #[error("{path}: not valid JSON")]
     Json {
         path: PathBuf,
         #[source]

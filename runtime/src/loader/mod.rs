@@ -17,7 +17,7 @@ pub enum LoadError {
     Config(#[from] quant::hf::ConfigError),
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -144,11 +144,14 @@ mod tests {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
-            original_max_position_embeddings: 16,
+            original_max_position_embeddings: 2048,
         };
         let plain = Rope::new(&cfg(None), RopeStyle::Halves, None);
         let scaled = Rope::new(&cfg(Some(RopeScaling::Llama3(s))), RopeStyle::Halves, None);
-        // highest frequency (wavelength 2π < 4) untouched; lowest (wavelength 2π·1000 > 16) divided by 8
+        // wavelengths 2π·10^i: 6.3 < 2048/4 stays, 6283 > 2048/1 is divided by 8, 628 is blended
+        assert!(
+            scaled.inv_freq[2] < plain.inv_freq[2] && scaled.inv_freq[2] > plain.inv_freq[2] / 8.0
+        );
         assert_eq!(plain.inv_freq[0], scaled.inv_freq[0]);
         assert!((plain.inv_freq[3] / scaled.inv_freq[3] - 8.0).abs() < 1e-12);
     }
