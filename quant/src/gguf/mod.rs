@@ -2,6 +2,8 @@
 
 pub mod reader;
 pub mod value;
+pub mod writer;
 
 pub use reader::{GgufError, GgufFile, TensorInfo};
 pub use value::{Value, ValueType};
+pub use writer::{GgufWriteError, GgufWriter, TensorDesc};
