@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod dequant;
+pub mod mix;
 pub mod quantize;
 pub mod types;
 

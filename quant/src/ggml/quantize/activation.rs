@@ -12,7 +12,7 @@ use super::numeric::{abs_max, c_max, c_trunc, nearest_int, to_f16};
 /// Checks that `n` source elements fill exactly `blocks` blocks of `ty`.
 fn check(ty: GgmlType, n: usize, blocks: usize) -> Result<(), CodecError> {
     let bs = ty.block_size();
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return Err(CodecError::RowNotBlockAligned { ty, n, block: bs });
     }
     if n / bs != blocks {

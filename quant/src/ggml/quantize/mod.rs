@@ -13,6 +13,7 @@ mod kquants;
 mod legacy;
 mod numeric;
 mod search;
+mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use super::CodecError;
 
 pub use activation::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
 pub use numeric::{nearest_int, to_f16};
+pub use validate::first_non_finite;
 
 /// Why a row could not be quantized.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -34,6 +36,8 @@ pub enum QuantizeError {
     Codec(#[from] CodecError),
     #[error("{ty}: the importance vector has {got} values for a row of {n}")]
     ImatrixLength { ty: GgmlType, n: usize, got: usize },
+    #[error("{n} elements are not a whole number of {n_per_row}-element rows")]
+    PartialRow { n: usize, n_per_row: usize },
 }
 
 /// Quantizes one row of `src.len()` elements to `ty` into `dst` (exactly one row's bytes).
@@ -112,19 +116,20 @@ pub fn quantize_rows(
             n: n_per_row,
             block: ty.block_size(),
         })?;
-    let n_rows = if n_per_row == 0 {
-        0
-    } else {
-        src.len() / n_per_row
-    };
-    if n_rows * n_per_row != src.len() || dst.len() != n_rows * row_bytes {
-        return Err(CodecError::WrongByteCount {
-            ty,
+    let n_rows = src.len().checked_div(n_per_row).unwrap_or(0);
+    if n_rows * n_per_row != src.len() {
+        return Err(QuantizeError::PartialRow {
             n: src.len(),
-            want: src.len() / n_per_row.max(1) * row_bytes,
-            got: dst.len(),
-        }
-        .into());
+            n_per_row,
+        });
+    }
+    if dst.len() != n_rows * row_bytes {
+        let (want, got) = (n_rows * row_bytes, dst.len());
+        let n = src.len();
+        return Err(CodecError::WrongByteCount { ty, n, want, got }.into());
+    }
+    if n_rows == 0 {
+        return Ok(());
     }
     for (x, out) in src
         .chunks_exact(n_per_row)

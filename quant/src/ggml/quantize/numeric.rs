@@ -21,7 +21,7 @@ pub fn nearest_int(x: f32) -> i32 {
 /// input, where Rust's `as` would saturate instead.
 #[inline]
 pub fn c_trunc(x: f32) -> i32 {
-    if x.is_nan() || x >= 2_147_483_648.0 || x < -2_147_483_648.0 {
+    if !(-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         i32::MIN
     } else {
         x as i32
