@@ -330,8 +330,21 @@ fn convert(path: &Path, p: &Planned, src: &[u8]) -> Result<Vec<u8>, QuantizeMode
     let name = || info.name.clone();
     let n_per_row = info.row_len();
     let src_row = info.ty.row_bytes(n_per_row).unwrap_or(0);
-    // the planner only returns types that fit the row
-    let dst_row = p.to.row_bytes(n_per_row).unwrap_or(0);
+    let dst_row =
+        p.to.row_bytes(n_per_row)
+            .filter(|&b| b > 0)
+            .ok_or_else(|| {
+                let source = CodecError::RowNotBlockAligned {
+                    ty: p.to,
+                    n: n_per_row,
+                    block: p.to.block_size(),
+                };
+                QuantizeModelError::Encode {
+                    path: path.to_owned(),
+                    name: name(),
+                    source: source.into(),
+                }
+            })?;
     let ne1 = info.dims.get(1).copied().unwrap_or(1) as usize;
     let n_mat = p
         .imatrix
