@@ -345,3 +345,217 @@ impl<'a> LegacyReader<'a> {
         usize::try_from(n).map_err(|_| self.invalid(field, format!("negative length {n}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A legacy file built from the format description: entries (name, ncall, values) and an
+    /// optional trailer (chunk count, dataset).
+    fn legacy_bytes(entries: &[(&str, i32, &[f32])], trailer: Option<(i32, &str)>) -> Vec<u8> {
+        let mut b = (entries.len() as i32).to_le_bytes().to_vec();
+        for (name, ncall, values) in entries {
+            b.extend((name.len() as i32).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend(ncall.to_le_bytes());
+            b.extend((values.len() as i32).to_le_bytes());
+            values.iter().for_each(|v| b.extend(v.to_le_bytes()));
+        }
+        if let Some((chunks, ds)) = trailer {
+            b.extend(chunks.to_le_bytes());
+            b.extend((ds.len() as i32).to_le_bytes());
+            b.extend(ds.as_bytes());
+        }
+        b
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    const SUMS: [f32; 4] = [3.0, 1.0, 0.1, 7.5];
+
+    #[test]
+    fn reads_legacy_and_divides_by_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = legacy_bytes(
+            &[
+                ("blk.0.attn_q.weight", 3, &SUMS),
+                ("blk.0.ffn_up.weight", 0, &SUMS[..2]),
+            ],
+            Some((10, "wiki.train.raw")),
+        );
+        let im = Imatrix::read(write(dir.path(), "a.dat", &bytes)).unwrap();
+        assert_eq!(im.format, ImatrixFormat::Legacy);
+        assert_eq!(
+            (im.chunk_count, &im.datasets[..]),
+            (10, &["wiki.train.raw".to_owned()][..])
+        );
+        let want: Vec<f32> = SUMS.iter().map(|v| v / 3.0).collect();
+        assert_eq!(im.importance("blk.0.attn_q.weight").unwrap(), want);
+        // llama-quantize keeps the raw values of an entry that was never called
+        assert_eq!(im.importance("blk.0.ffn_up.weight").unwrap(), &SUMS[..2]);
+        assert_eq!(im.importance("output.weight"), None);
+    }
+
+    #[test]
+    fn legacy_truncation_is_an_error_naming_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: [(&str, i32, &[f32]); 2] = [("w.a", 1, &SUMS), ("w.b", 2, &SUMS)];
+        let full = legacy_bytes(&entries, Some((4, "data")));
+        let no_trailer = legacy_bytes(&entries, None).len();
+        for n in 0..full.len() {
+            let path = write(dir.path(), "t.dat", &full[..n]);
+            let r = Imatrix::read(&path);
+            if n == no_trailer {
+                assert!(r.is_ok(), "the trailer is optional");
+                continue;
+            }
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("prefix of {n} bytes accepted"))
+                .to_string();
+            assert!(e.starts_with(&path.display().to_string()), "{e}");
+        }
+        let path = write(dir.path(), "t.dat", &full[..30]);
+        let e = Imatrix::read(&path).unwrap_err().to_string();
+        assert!(e.contains("entry w.a values"), "{e}");
+        let bad = legacy_bytes(&[("w.a", 1, &[])], None);
+        let e = Imatrix::read(write(dir.path(), "e.dat", &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entry w.a value count: 0 values"), "{e}");
+    }
+
+    #[test]
+    fn gguf_round_trip_keeps_importance_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = legacy_bytes(
+            &[
+                ("blk.0.attn_q.weight", 3, &SUMS),
+                ("blk.1.attn_k.weight", 7, &SUMS),
+            ],
+            Some((12, "calib.txt")),
+        );
+        let legacy = Imatrix::read(write(dir.path(), "a.dat", &bytes)).unwrap();
+        let path = legacy.write_gguf(dir.path().join("a.gguf")).unwrap();
+        let back = Imatrix::read(&path).unwrap();
+        assert_eq!(back.format, ImatrixFormat::Gguf);
+        assert_eq!((back.chunk_count, &back.datasets), (12, &legacy.datasets));
+        for name in legacy.entries.keys() {
+            let (a, b) = (
+                legacy.importance(name).unwrap(),
+                back.importance(name).unwrap(),
+            );
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        // and the file is what llama.cpp's loader looks for
+        let g = GgufFile::open(&path).unwrap();
+        assert_eq!(g.req_str("general.type").unwrap(), "imatrix");
+        let sums = g.tensor("blk.0.attn_q.weight.in_sum2").unwrap();
+        assert_eq!((sums.dims.clone(), sums.ty), (vec![4, 1], GgmlType::F32));
+        let counts = g.tensor("blk.0.attn_q.weight.counts").unwrap();
+        assert_eq!(counts.dims, vec![1, 1]);
+    }
+
+    #[test]
+    fn gguf_experts_divide_by_their_own_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut im = Imatrix {
+            format: ImatrixFormat::Gguf,
+            entries: BTreeMap::new(),
+            datasets: vec!["d".into()],
+            chunk_count: 2,
+            chunk_size: 512,
+        };
+        let entry = ImatrixEntry {
+            in_sum2: vec![2.0, 4.0, 6.0, 8.0, 1.0, 1.0],
+            counts: vec![2.0, 0.0, 4.0],
+        };
+        im.entries.insert("blk.0.ffn_up_exps.weight".into(), entry);
+        let back = Imatrix::read(im.write_gguf(dir.path().join("m.gguf")).unwrap()).unwrap();
+        assert_eq!(back, im);
+        // an expert that saw no tokens gets ones, as in llama-quantize
+        assert_eq!(
+            back.importance("blk.0.ffn_up_exps.weight").unwrap(),
+            [1.0, 2.0, 1.0, 1.0, 0.25, 0.25]
+        );
+    }
+
+    #[test]
+    fn gguf_errors_name_the_file_and_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.gguf");
+        let meta = |keys: &[&str]| -> Vec<(String, Value)> {
+            let all = [
+                ("imatrix.datasets", Value::Array(ValueType::String, vec![])),
+                ("imatrix.chunk_count", Value::U32(1)),
+                ("imatrix.chunk_size", Value::U32(512)),
+            ];
+            all.into_iter()
+                .filter(|(k, _)| keys.contains(k))
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
+        };
+        let write = |meta: Vec<(String, Value)>, tensors: &[(&str, Vec<u64>)]| {
+            let descs = tensors
+                .iter()
+                .map(|(n, d)| TensorDesc::new(*n, d.clone(), GgmlType::F32))
+                .collect::<Vec<_>>();
+            let mut w = GgufWriter::create(&path, &meta, descs.clone()).unwrap();
+            for d in descs {
+                w.write_tensor(&d.name, &vec![0; d.n_bytes().unwrap() as usize])
+                    .unwrap();
+            }
+            w.finish().unwrap();
+            Imatrix::read(&path).unwrap_err().to_string()
+        };
+        let all = [
+            "imatrix.datasets",
+            "imatrix.chunk_count",
+            "imatrix.chunk_size",
+        ];
+        let e = write(meta(&all), &[("w.in_sum2", vec![4, 2])]);
+        assert!(
+            e.contains("bad.gguf") && e.contains("tensor w.in_sum2: has no matching .counts"),
+            "{e}"
+        );
+        let e = write(
+            meta(&all),
+            &[("w.in_sum2", vec![4, 2]), ("w.counts", vec![1, 3])],
+        );
+        assert!(
+            e.contains("tensor w.counts: 3 counts for 2 matrices"),
+            "{e}"
+        );
+        let e = write(
+            meta(&all[1..]),
+            &[("w.in_sum2", vec![4]), ("w.counts", vec![1])],
+        );
+        assert!(e.contains("metadata imatrix.datasets: missing"), "{e}");
+        let e = write(meta(&all), &[]);
+        assert!(e.contains("no importance data"), "{e}");
+    }
+
+    #[test]
+    fn include_and_exclude_match_substrings() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "blk.0.attn_q.weight",
+            "blk.0.ffn_up.weight",
+            "blk.1.ffn_up.weight",
+        ];
+        let entries: Vec<(&str, i32, &[f32])> = names.iter().map(|n| (*n, 1, &SUMS[..])).collect();
+        let path = write(dir.path(), "a.dat", &legacy_bytes(&entries, None));
+        let mut im = Imatrix::read(&path).unwrap();
+        im.filter(&[], &["blk.1.".into()]);
+        assert_eq!(im.entries.keys().collect::<Vec<_>>(), &names[..2]);
+        im.filter(&["ffn".into()], &[]);
+        assert_eq!(im.entries.keys().collect::<Vec<_>>(), &names[1..2]);
+    }
+}

@@ -572,3 +572,154 @@ fn layer_of(name: &str, counter: usize, facts: &ModelFacts) -> Result<(usize, us
             n_layer,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(n_layer: usize, n_expert: u32) -> ModelFacts {
+        ModelFacts {
+            arch: "llama".into(),
+            n_layer,
+            n_head: 8,
+            n_head_kv: 2,
+            n_expert,
+            has_output: true,
+            n_attention_wv: n_layer,
+        }
+    }
+
+    #[test]
+    fn ftype_names_ids_and_aliases() {
+        // llama.h ids and llama-quantize names
+        let expect = [
+            ("F32", 0),
+            ("F16", 1),
+            ("Q4_0", 2),
+            ("Q8_0", 7),
+            ("Q2_K", 10),
+            ("Q3_K_S", 11),
+            ("Q4_K_M", 15),
+            ("Q6_K", 18),
+            ("IQ4_NL", 25),
+            ("IQ4_XS", 30),
+            ("BF16", 32),
+        ];
+        for (name, id) in expect {
+            let f = LlamaFtype::parse(name).unwrap();
+            assert_eq!((f.name(), f.id()), (name, id));
+            assert_eq!(LlamaFtype::parse(&name.to_lowercase()), Some(f));
+            assert_eq!(LlamaFtype::parse(&id.to_string()), Some(f));
+        }
+        assert_eq!(LlamaFtype::parse("q4_k"), Some(LlamaFtype::Q4KM));
+        assert_eq!(LlamaFtype::parse("Q3_K"), Some(LlamaFtype::Q3KM));
+        assert_eq!(LlamaFtype::parse("IQ2_XS"), None);
+        assert_eq!(LlamaFtype::parse("19"), None);
+        assert_eq!(LlamaFtype::all().count(), 19);
+    }
+
+    #[test]
+    fn layer_parsing_follows_sscanf() {
+        assert_eq!(parse_layer("blk.12.attn_v.weight"), Some(12));
+        assert_eq!(parse_layer("blk.-3.x"), Some(-3));
+        assert_eq!(parse_layer("blk.7"), Some(7));
+        assert_eq!(parse_layer("blk.x.attn"), None);
+        assert_eq!(parse_layer("output.weight"), None);
+        let mut names = [
+            "blk.10.a",
+            "output.weight",
+            "blk.2.b",
+            "blk.2.a",
+            "token_embd.weight",
+        ];
+        names.sort_by(|a, b| processing_order(a, b));
+        assert_eq!(
+            names,
+            [
+                "output.weight",
+                "token_embd.weight",
+                "blk.2.a",
+                "blk.2.b",
+                "blk.10.a"
+            ]
+        );
+    }
+
+    #[test]
+    fn use_more_bits_on_32_layers() {
+        // anchors.md: 0-3, 6, 9, ..., 27, 28-31
+        let layers: Vec<usize> = (0..32).filter(|&i| use_more_bits(i, 32)).collect();
+        assert_eq!(
+            layers,
+            [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+        );
+    }
+
+    #[test]
+    fn which_tensors_are_quantized() {
+        let o = MixOptions::new(LlamaFtype::Q4KM);
+        assert!(is_quantizable("blk.0.attn_q.weight", &[256, 256], &o));
+        assert!(is_quantizable(
+            "blk.0.ffn_up_exps.weight",
+            &[256, 64, 8],
+            &o
+        ));
+        assert!(!is_quantizable("blk.0.attn_norm.weight", &[256], &o));
+        assert!(!is_quantizable("blk.0.attn_q.bias", &[256, 2], &o));
+        assert!(
+            !is_quantizable("blk.0.attn_q.weight", &[256, 1, 1], &o),
+            "1-D in disguise"
+        );
+        assert!(!is_quantizable("blk.0.ffn_gate_inp.weight", &[256, 8], &o));
+        assert!(!is_quantizable("position_embd.weight", &[256, 64], &o));
+        let mut keep = o.clone();
+        keep.quantize_output_tensor = false;
+        assert!(is_quantizable("output.weight", &[256, 64], &o));
+        assert!(!is_quantizable("output.weight", &[256, 64], &keep));
+    }
+
+    #[test]
+    fn rows_that_fit_no_type_are_errors() {
+        let mut pure = MixOptions::new(LlamaFtype::Q4KM);
+        pure.pure = true;
+        let mut p = MixPlanner::new(facts(2, 0), pure);
+        let e = p
+            .plan("blk.0.attn_q.weight", &[576, 576], GgmlType::F16)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tensor blk.0.attn_q.weight: rows of 576 fit neither Q4_K nor a fallback type"
+        );
+        // the mix falls back instead, to F16 when even the fallback does not fit
+        let mut p = MixPlanner::new(facts(2, 0), MixOptions::new(LlamaFtype::Q4KM));
+        let plan = |p: &mut MixPlanner, n| p.plan("blk.0.attn_q.weight", &[n, 8], GgmlType::F16);
+        assert_eq!(plan(&mut p, 576), Ok(GgmlType::Q5_0));
+        assert_eq!(plan(&mut p, 100), Ok(GgmlType::F16));
+        assert_eq!((p.n_fallback, p.n_k_quantized), (2, 0));
+        let mut legacy = MixPlanner::new(facts(2, 0), MixOptions::new(LlamaFtype::Q8_0));
+        assert!(matches!(
+            plan(&mut legacy, 100),
+            Err(MixError::NoFittingType { row_len: 100, .. })
+        ));
+    }
+
+    #[test]
+    fn moe_layers_come_from_names() {
+        let mut p = MixPlanner::new(facts(4, 8), MixOptions::new(LlamaFtype::Q4KM));
+        let dims = [256, 256, 8];
+        let e = p
+            .plan("ffn_down_exps.weight", &dims, GgmlType::F16)
+            .unwrap_err();
+        assert!(matches!(e, MixError::NoLayer { .. }), "{e}");
+        let e = p
+            .plan("blk.9.ffn_down_exps.weight", &dims, GgmlType::F16)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tensor blk.9.ffn_down_exps.weight: layer 9 is outside the model's 4 layers"
+        );
+        // layer 3 of 4 uses more bits whatever order the tensors come in
+        let t = p.plan("blk.3.ffn_down_exps.weight", &dims, GgmlType::F16);
+        assert_eq!(t, Ok(GgmlType::Q6K));
+    }
+}

@@ -391,3 +391,256 @@ fn convert(path: &Path, p: &Planned, src: &[u8]) -> Result<Vec<u8>, QuantizeMode
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ggml::mix::LlamaFtype;
+    use crate::imatrix::{ImatrixEntry, ImatrixFormat};
+
+    /// A two-layer llama `width` wide with F16 weights `w(i)`, F32 norms, and (optionally) one Q4_0 tensor.
+    fn tiny_model(dir: &Path, width: u64, with_q4_0: bool, w: impl Fn(usize) -> f32) -> PathBuf {
+        let path = dir.join(format!("in-{width}-{with_q4_0}.gguf"));
+        let meta = vec![
+            (
+                "general.architecture".to_owned(),
+                Value::String("llama".into()),
+            ),
+            ("llama.block_count".to_owned(), Value::U32(2)),
+            ("llama.attention.head_count".to_owned(), Value::U32(4)),
+            ("split.count".to_owned(), Value::U16(1)),
+            ("general.file_type".to_owned(), Value::U32(1)),
+        ];
+        let mut descs = vec![
+            TensorDesc::new("token_embd.weight", vec![width, 8], GgmlType::F16),
+            TensorDesc::new("output_norm.weight", vec![width], GgmlType::F32),
+        ];
+        for l in 0..2 {
+            let ty = if with_q4_0 && l == 1 {
+                GgmlType::Q4_0
+            } else {
+                GgmlType::F16
+            };
+            descs.push(TensorDesc::new(
+                format!("blk.{l}.attn_q.weight"),
+                vec![width, 4],
+                ty,
+            ));
+            descs.push(TensorDesc::new(
+                format!("blk.{l}.attn_norm.weight"),
+                vec![width],
+                GgmlType::F32,
+            ));
+        }
+        let mut out = GgufWriter::create(&path, &meta, descs.clone()).unwrap();
+        for d in descs {
+            let n = d.dims.iter().product::<u64>() as usize;
+            let x: Vec<f32> = (0..n).map(&w).collect();
+            let mut bytes = vec![0u8; d.n_bytes().unwrap() as usize];
+            crate::ggml::quantize_rows(d.ty, &x, d.dims[0] as usize, &mut bytes, None).unwrap();
+            out.write_tensor(&d.name, &bytes).unwrap();
+        }
+        out.finish().unwrap();
+        path
+    }
+
+    fn wave(i: usize) -> f32 {
+        ((i * 37 % 101) as f32 - 50.0) / 400.0
+    }
+
+    fn params(ftype: LlamaFtype) -> QuantizeParams<'static> {
+        QuantizeParams {
+            mix: MixOptions::new(ftype),
+            imatrix: None,
+            allow_requantize: false,
+        }
+    }
+
+    fn imatrix(entries: &[(&str, usize)]) -> Imatrix {
+        let entries = entries
+            .iter()
+            .map(|(n, len)| {
+                let e = ImatrixEntry {
+                    in_sum2: vec![1.0; *len],
+                    counts: vec![1.0],
+                };
+                (n.to_string(), e)
+            })
+            .collect::<BTreeMap<_, _>>();
+        Imatrix {
+            format: ImatrixFormat::Gguf,
+            entries,
+            datasets: vec!["calib.txt".into()],
+            chunk_count: 3,
+            chunk_size: 512,
+        }
+    }
+
+    #[test]
+    fn writes_metadata_order_and_reports_like_llama_quantize() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = tiny_model(dir.path(), 256, false, wave);
+        let out = dir.path().join("out.gguf");
+        let im = imatrix(&[("blk.0.attn_q.weight", 256), ("blk.1.attn_q.weight", 256)]);
+        let mut p = params(LlamaFtype::Q4KM);
+        p.imatrix = Some(ImatrixSource {
+            path: "calib.imatrix".into(),
+            data: &im,
+        });
+        let mut seen = 0;
+        let report = quantize_model(&input, &out, &p, |_| seen += 1).unwrap();
+        assert_eq!(seen, 6);
+        let g = GgufFile::open(&out).unwrap();
+        let keys: Vec<&str> = g.metadata.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "general.architecture",
+                "llama.block_count",
+                "llama.attention.head_count",
+                "general.quantization_version",
+                "general.file_type",
+                "quantize.imatrix.file",
+                "quantize.imatrix.dataset",
+                "quantize.imatrix.entries_count",
+                "quantize.imatrix.chunks_count",
+            ]
+        );
+        assert_eq!(g.get("general.file_type"), Some(&Value::U32(15)));
+        assert_eq!(
+            g.get("quantize.imatrix.entries_count"),
+            Some(&Value::I32(2))
+        );
+        let names: Vec<&str> = g.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "output_norm.weight",
+                "token_embd.weight",
+                "blk.0.attn_norm.weight",
+                "blk.0.attn_q.weight",
+                "blk.1.attn_norm.weight",
+                "blk.1.attn_q.weight",
+            ]
+        );
+        // tied embeddings take the output rule
+        assert_eq!(g.tensor("token_embd.weight").unwrap().ty, GgmlType::Q6K);
+        assert_eq!(report.without_imatrix, ["token_embd.weight"]);
+        assert!(report
+            .tensors
+            .iter()
+            .filter(|t| t.name.contains("attn_q"))
+            .all(|t| t.used_imatrix));
+    }
+
+    #[test]
+    fn requantizing_needs_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = tiny_model(dir.path(), 256, true, wave);
+        let out = dir.path().join("out.gguf");
+        let e = quantize_model(&input, &out, &params(LlamaFtype::Q8_0), |_| {}).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("tensor blk.1.attn_q.weight is already Q4_0"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        let mut p = params(LlamaFtype::Q8_0);
+        p.allow_requantize = true;
+        quantize_model(&input, &out, &p, |_| {}).unwrap();
+        let g = GgufFile::open(&out).unwrap();
+        assert_eq!(g.tensor("blk.1.attn_q.weight").unwrap().ty, GgmlType::Q8_0);
+    }
+
+    #[test]
+    fn an_imatrix_that_does_not_fit_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = tiny_model(dir.path(), 256, false, wave);
+        let out = dir.path().join("out.gguf");
+        let check = |im: &Imatrix| {
+            let mut p = params(LlamaFtype::Q4_0);
+            p.imatrix = Some(ImatrixSource {
+                path: "x.dat".into(),
+                data: im,
+            });
+            quantize_model(&input, &out, &p, |_| {})
+                .unwrap_err()
+                .to_string()
+        };
+        // a wrong-sized token_embd entry is ignored, as llama-quantize does
+        let im = imatrix(&[
+            ("token_embd.weight", 3),
+            ("blk.0.attn_q.weight", 128),
+            ("blk.1.attn_q.weight", 512),
+        ]);
+        let e = check(&im);
+        assert!(e.contains("x.dat does not fit"), "{e}");
+        assert!(
+            e.contains("blk.0.attn_q.weight: 128 values, the tensor needs 256"),
+            "{e}"
+        );
+        assert!(e.contains("blk.1.attn_q.weight: 512 values"), "{e}");
+        assert!(!e.contains("token_embd"), "{e}");
+        let e = check(&imatrix(&[("model.layers.0.q_proj", 256)]));
+        assert!(
+            e.contains("none of its 1 entries names a tensor being quantized"),
+            "{e}"
+        );
+        let mut nan = imatrix(&[("blk.0.attn_q.weight", 256)]);
+        nan.entries.values_mut().next().unwrap().in_sum2[7] = f32::NAN;
+        assert!(check(&nan).contains("entry blk.0.attn_q.weight holds the non-finite value NaN"));
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn non_finite_results_are_rejected_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = tiny_model(dir.path(), 256, false, |i| {
+            if i == 300 {
+                f32::INFINITY
+            } else {
+                wave(i)
+            }
+        });
+        let out = dir.path().join("out.gguf");
+        let e = quantize_model(&input, &out, &params(LlamaFtype::Q8_0), |_| {}).unwrap_err();
+        assert!(
+            matches!(e, QuantizeModelError::NonFinite { block: 9, .. }),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the input"
+        );
+    }
+
+    #[test]
+    fn overrides_and_rows_that_fit_no_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.gguf");
+        let input = tiny_model(dir.path(), 96, false, wave);
+        // the mix falls back (Q4_K -> Q5_0; tied token_embd: Q6_K -> Q8_0) ...
+        quantize_model(&input, &out, &params(LlamaFtype::Q4KM), |_| {}).unwrap();
+        let g = GgufFile::open(&out).unwrap();
+        assert_eq!(g.tensor("blk.0.attn_q.weight").unwrap().ty, GgmlType::Q5_0);
+        assert_eq!(g.tensor("token_embd.weight").unwrap().ty, GgmlType::Q8_0);
+        // ... an explicit type is taken as asked ...
+        let mut p = params(LlamaFtype::Q4KM);
+        p.mix.token_embedding_type = Some(GgmlType::F16);
+        quantize_model(&input, &out, &p, |_| {}).unwrap();
+        let g = GgufFile::open(&out).unwrap();
+        assert_eq!(g.tensor("token_embd.weight").unwrap().ty, GgmlType::F16);
+        // ... and --pure has no fallback
+        p.mix.pure = true;
+        let e = quantize_model(&input, &out, &p, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tensor blk.0.attn_q.weight: rows of 96 fit neither Q4_K"),
+            "{e}"
+        );
+    }
+}
