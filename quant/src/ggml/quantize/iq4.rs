@@ -36,11 +36,10 @@ fn best_index(x: f32) -> u8 {
 }
 
 /// Weighted sums Σw·q·x and Σw·q² of indexing `x` at inverse scale `id`.
-fn fit(x: &[f32], w: &[f32], id: f32, mut store: impl FnMut(usize, u8)) -> (f32, f32) {
+fn fit(x: &[f32], w: &[f32], id: f32) -> (f32, f32) {
     let (mut sumqx, mut sumq2) = (0f32, 0f32);
-    for (j, (&xj, &wj)) in x.iter().zip(w).enumerate() {
+    for (&xj, &wj) in x.iter().zip(w) {
         let l = best_index(id * xj);
-        store(j, l);
         let q = IQ4_VALUES[l as usize] as f32;
         sumqx += wj * q * xj;
         sumq2 += wj * q * q;
@@ -55,12 +54,12 @@ fn block_scale(x: &[f32], w: &[f32]) -> Option<f32> {
         return None;
     }
     let v0 = IQ4_VALUES[0] as f32;
-    let (sumqx, sumq2) = fit(x, w, 1.0 / (-max / v0), |_, _| {});
+    let (sumqx, sumq2) = fit(x, w, 1.0 / (-max / v0));
     let mut d = sumqx / sumq2;
     let mut best = d * sumqx;
     for itry in -NTRY..=NTRY {
         let id = (itry + IQ4_VALUES[0] as i32) as f32 / max;
-        let (sumqx, sumq2) = fit(x, w, id, |_, _| {});
+        let (sumqx, sumq2) = fit(x, w, id);
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
             d = sumqx / sumq2;
             best = d * sumqx;

@@ -9,7 +9,7 @@ use crate::ggml::blocks::{
 };
 use crate::ggml::types::QK_K;
 
-use super::numeric::{abs_max, nearest_int, to_f16, GROUP_MAX_EPS};
+use super::numeric::{abs_max, c_max, nearest_int, to_f16, GROUP_MAX_EPS};
 use super::search::{
     make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants, AffineGrid, GRID_IMATRIX,
     GRID_Q2K, GRID_Q4K, GRID_Q5K,
@@ -101,7 +101,7 @@ pub fn q2_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ2K {
 /// Maps non-negative values to 4-bit levels of `max / nmax` (the reference Q2_K scale coding).
 /// Returns the levels (stored as C stores an int in a uint8_t) and the step.
 fn quantize_to_max(v: &[f32; 16], nmax: f32) -> ([u8; 16], f32) {
-    let max = v.iter().fold(0f32, |m, &s| if s > m { s } else { m });
+    let max = v.iter().fold(0f32, |m, &s| c_max(s, m));
     if max > 0.0 {
         let iscale = nmax / max;
         (v.map(|s| nearest_int(iscale * s) as u8), max / nmax)
@@ -195,6 +195,27 @@ fn pack_q3_scales(ls: &[u8; 16]) -> [u8; 12] {
 
 // ------------------------------------------------------------------------------- Q4_K and Q5_K
 
+/// What differs between Q4_K and Q5_K before packing.
+struct AffineKind {
+    nmax: i32,
+    /// The reference quantizer's search grid.
+    grid: AffineGrid,
+    /// ggml's Q5_K (not Q4_K) caps importance-path scale levels at 63, which only matters for
+    /// levels that wrapped around from a negative search result.
+    cap_weighted_levels: bool,
+}
+
+const Q4K: AffineKind = AffineKind {
+    nmax: 15,
+    grid: GRID_Q4K,
+    cap_weighted_levels: false,
+};
+const Q5K: AffineKind = AffineKind {
+    nmax: 31,
+    grid: GRID_Q5K,
+    cap_weighted_levels: true,
+};
+
 /// The shared front half of Q4_K and Q5_K: eight affine sub-blocks of 32 whose scales and mins are
 /// coded in 6 bits, then every element re-rounded against the stored scales.
 struct AffineSuperBlock {
@@ -204,23 +225,24 @@ struct AffineSuperBlock {
     levels: [u8; QK_K],
 }
 
-fn affine_8x32(x: &[f32], qw: Option<&[f32]>, nmax: i32) -> AffineSuperBlock {
+fn affine_8x32(x: &[f32], qw: Option<&[f32]>, kind: &AffineKind) -> AffineSuperBlock {
+    let nmax = kind.nmax;
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let (d, dmin, ls, lm) = match qw {
         None => {
-            let grid: AffineGrid = if nmax == 15 { GRID_Q4K } else { GRID_Q5K };
             for j in 0..8 {
                 let xs = &x[32 * j..32 * j + 32];
                 let sum_x2 = xs.iter().fold(0f32, |s, &v| s + v * v);
                 let av_x = (sum_x2 / 32.0).sqrt();
                 let w: [f32; 32] = std::array::from_fn(|l| av_x + xs[l].abs());
-                let fit = make_qkx_quants(nmax, xs, &w, &mut levels[32 * j..32 * j + 32], grid);
+                let fit =
+                    make_qkx_quants(nmax, xs, &w, &mut levels[32 * j..32 * j + 32], kind.grid);
                 (scales[j], mins[j]) = (fit.scale, fit.min);
             }
-            let max_scale = scales.iter().fold(0f32, |m, &s| if s > m { s } else { m });
-            let max_min = mins.iter().fold(0f32, |m, &s| if s > m { s } else { m });
+            let max_scale = scales.iter().fold(0f32, |m, &s| c_max(s, m));
+            let max_min = mins.iter().fold(0f32, |m, &s| c_max(s, m));
             let inv_scale = if max_scale > 0.0 {
                 63.0 / max_scale
             } else {
@@ -245,8 +267,7 @@ fn affine_8x32(x: &[f32], qw: Option<&[f32]>, nmax: i32) -> AffineSuperBlock {
             let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
             let d = make_qp_quants(63, &scales, &mut ls, &sw);
             let m = make_qp_quants(63, &mins, &mut lm, &sw);
-            if nmax == 31 {
-                // ggml's Q5_K (not Q4_K) caps levels that wrapped from negative search results
+            if kind.cap_weighted_levels {
                 ls = ls.map(|l| l.min(63));
                 lm = lm.map(|l| l.min(63));
             }
@@ -293,7 +314,7 @@ fn pack_k4_scales(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
 }
 
 pub fn q4_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ4K {
-    let sb = affine_8x32(x, qw, 15);
+    let sb = affine_8x32(x, qw, &Q4K);
     let mut qs = [0u8; QK_K / 2];
     for (c, q) in qs.chunks_exact_mut(32).enumerate() {
         let l = &sb.levels[64 * c..];
@@ -310,7 +331,7 @@ pub fn q4_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ4K {
 }
 
 pub fn q5_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ5K {
-    let sb = affine_8x32(x, qw, 31);
+    let sb = affine_8x32(x, qw, &Q5K);
     let mut qs = [0u8; QK_K / 2];
     let mut qh = [0u8; QK_K / 8];
     for (c, q) in qs.chunks_exact_mut(32).enumerate() {

@@ -49,8 +49,9 @@ fn symmetric_ref(x: &[f32], half: i32) -> (f32, [u8; QK]) {
     (d, levels)
 }
 
-/// Reference affine rounding: `d = (max - min) / nmax`, `m = min`.
-fn affine_ref(x: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
+/// Reference affine rounding: `d = (max - min) / nmax`, `m = min`, levels `trunc((x-min)/d + 0.5)`.
+/// Q4_1 caps them at 15 in int8 arithmetic (`cap`); Q5_1 stores the truncation as is.
+fn affine_ref(x: &[f32], nmax: i32, cap: Option<i8>) -> (f32, f32, [u8; QK]) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
     for &v in x {
         if v < min {
@@ -64,11 +65,9 @@ fn affine_ref(x: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let levels = std::array::from_fn(|j| {
         let q = c_trunc((x[j] - min) * id + 0.5);
-        if nmax == 15 {
-            // Q4_1 caps at 15 in int8 arithmetic; Q5_1 stores the truncation as is
-            (q as i8).min(15) as u8
-        } else {
-            q as u8
+        match cap {
+            Some(cap) => (q as i8).min(cap) as u8,
+            None => q as u8,
         }
     });
     (d, min, levels)
@@ -100,7 +99,7 @@ pub fn q5_0(x: &[f32], qw: Option<(&[f32], f32)>) -> BlockQ5_0 {
 
 pub fn q4_1(x: &[f32], qw: Option<(&[f32], f32)>) -> BlockQ4_1 {
     let (d, m, levels) = match qw {
-        None => affine_ref(x, 15),
+        None => affine_ref(x, 15, Some(15)),
         Some((qw, sigma2)) => affine_search(x, qw, sigma2, 15),
     };
     BlockQ4_1 {
@@ -112,7 +111,7 @@ pub fn q4_1(x: &[f32], qw: Option<(&[f32], f32)>) -> BlockQ4_1 {
 
 pub fn q5_1(x: &[f32], qw: Option<(&[f32], f32)>) -> BlockQ5_1 {
     let (d, m, levels) = match qw {
-        None => affine_ref(x, 31),
+        None => affine_ref(x, 31, None),
         Some((qw, sigma2)) => affine_search(x, qw, sigma2, 31),
     };
     let (qs, qh) = pack_q5(&levels);
