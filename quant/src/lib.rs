@@ -5,4 +5,5 @@ pub mod bytes;
 pub mod ggml;
 pub mod gguf;
 pub mod hf;
+pub mod imatrix;
 pub mod safetensors_out;

@@ -1,0 +1,142 @@
+//! The scalar conversions ggml's reference quantizers are built from. Each reproduces what the C
+//! code does on x86-64 (SSE2 float arithmetic, no FMA contraction), including its behaviour on
+//! out-of-range and non-finite input, because byte-exact output depends on it.
+
+use half::f16;
+
+/// Amplitudes below this count as an all-zero group (ggml's GROUP_MAX_EPS).
+pub const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// ggml's `nearest_int`: adding 1.5·2²³ leaves the rounded integer (ties to even) in the low
+/// mantissa bits. Out of range or NaN it still returns what those bits say (NaN gives 0), exactly
+/// like the C code with asserts disabled.
+#[inline]
+pub fn nearest_int(x: f32) -> i32 {
+    let v = x + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// A C cast from float to a 32-bit (or narrower) integer as x86 performs it (`cvttss2si`):
+/// truncation toward zero, and the "integer indefinite" value i32::MIN for NaN and out-of-range
+/// input, where Rust's `as` would saturate instead.
+#[inline]
+pub fn c_trunc(x: f32) -> i32 {
+    if !(-2_147_483_648.0..2_147_483_648.0).contains(&x) {
+        i32::MIN
+    } else {
+        x as i32
+    }
+}
+
+/// C's `MAX(a, b)` macro (`a > b ? a : b`), whose NaN handling differs from `f32::max`.
+#[inline]
+pub fn c_max(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// GGML_FP32_TO_FP16: round to nearest even, overflow to infinity, every NaN to the canonical
+/// quiet NaN 0x7E00 (with the input's sign).
+#[inline]
+pub fn to_f16(x: f32) -> f16 {
+    if x.is_nan() {
+        let sign = ((x.to_bits() >> 16) & 0x8000) as u16;
+        f16::from_bits(sign | 0x7e00)
+    } else {
+        f16::from_f32(x)
+    }
+}
+
+/// The signed element of largest magnitude (the first one on ties) and that magnitude.
+#[inline]
+pub fn abs_max(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        let a = v.abs();
+        if a > amax {
+            amax = a;
+            max = v;
+        }
+    }
+    (amax, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_rounds_half_to_even() {
+        let cases = [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (3.49, 3),
+            (-7.51, -8),
+            (4_194_303.0, 4_194_303),
+        ];
+        for (x, want) in cases {
+            assert_eq!(nearest_int(x), want, "{x}");
+            assert_eq!(nearest_int(x), x.round_ties_even() as i32, "{x}");
+        }
+        assert_eq!(nearest_int(f32::NAN), 0);
+    }
+
+    /// ggml's software fp32 -> fp16 (the Maratyszcza FP16 algorithm), written out bit by bit as an
+    /// independent oracle for `to_f16`.
+    fn ggml_fp16_oracle(f: f32) -> u16 {
+        let scale_to_inf = f32::from_bits(0x7780_0000);
+        let scale_to_zero = f32::from_bits(0x0880_0000);
+        let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
+        let w = f.to_bits();
+        let shl1_w = w.wrapping_add(w);
+        let sign = w & 0x8000_0000;
+        let mut bias = shl1_w & 0xff00_0000;
+        if bias < 0x7100_0000 {
+            bias = 0x7100_0000;
+        }
+        base += f32::from_bits((bias >> 1) + 0x0780_0000);
+        let bits = base.to_bits();
+        let exp_bits = (bits >> 13) & 0x7c00;
+        let mantissa_bits = bits & 0x0fff;
+        let nonsign = exp_bits + mantissa_bits;
+        ((sign >> 16)
+            | if shl1_w > 0xff00_0000 {
+                0x7e00
+            } else {
+                nonsign
+            }) as u16
+    }
+
+    #[test]
+    fn fp16_conversion_matches_ggml_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let check = |x: f32| assert_eq!(to_f16(x).to_bits(), ggml_fp16_oracle(x), "{x:e}");
+        for x in [
+            0.0,
+            -0.0,
+            65504.0,
+            65520.0,
+            1e9,
+            -1e9,
+            6.0e-8,
+            2.9e-8,
+            3.0e-8,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ] {
+            check(x);
+        }
+        for _ in 0..200_000 {
+            check(f32::from_bits(rng.random()));
+        }
+    }
+}
