@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use half::{bf16, f16};
 use kernels::SharedMatrix;
 use quant::atomic::AtomicOutput;
-use quant::safetensors_out::{Dtype, SafetensorsWriter, TensorSpec};
+use quant::safetensors_out::{Dtype, ShardedWriter, TensorSpec};
 
 use crate::model::{LinearKind, Model, RopeStyle};
 
@@ -73,12 +73,14 @@ fn adjacent_row(r: usize, head_dim: usize) -> usize {
     head * head_dim + if j < half { 2 * j } else { 2 * (j - half) + 1 }
 }
 
-/// Writes `model` (loaded from `source`) to `out` as a Hugging Face folder.
+/// Writes `model` (loaded from `source`) to `out` as a Hugging Face folder, in safetensors shards
+/// of at most `max_shard_bytes`.
 pub fn write_hf_folder(
     model: &Model,
     source: &Path,
     out: &Path,
     dtype: DenseDtype,
+    max_shard_bytes: usize,
 ) -> Result<PathBuf, ExportError> {
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -141,9 +143,10 @@ pub fn write_hf_folder(
         .collect();
 
     let dir = AtomicOutput::dir(out).map_err(io(out))?;
-    let st_path = dir.path().join("model.safetensors");
+    let st_path = dir.path().to_owned();
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    let mut w = SafetensorsWriter::create(&st_path, specs, &meta).map_err(io(&st_path))?;
+    let mut w =
+        ShardedWriter::create(&st_path, specs, max_shard_bytes, meta).map_err(io(&st_path))?;
     let (mut row, mut bytes, mut all) = (Vec::new(), Vec::new(), Vec::new());
     for (name, s) in &items {
         match s {

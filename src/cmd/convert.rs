@@ -16,6 +16,9 @@ pub struct Args {
     /// Weight dtype of the output.
     #[arg(long, value_enum, default_value_t = Dtype::Bf16)]
     dtype: Dtype,
+    /// Largest safetensors shard, in bytes with an optional K/M/G suffix (as save_pretrained).
+    #[arg(long, default_value = "5G", value_parser = super::parse_size)]
+    max_shard_size: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -33,7 +36,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Dtype::F32 => DenseDtype::F32,
     };
     let t0 = std::time::Instant::now();
-    let out = write_hf_folder(&model, &a.model, &a.out, dtype)
+    let out = write_hf_folder(&model, &a.model, &a.out, dtype, a.max_shard_size)
         .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
         "wrote {} ({} parameters, {:.1} s)",

@@ -20,3 +20,20 @@ pub fn tokenizer(model: &runtime::Model) -> anyhow::Result<&runtime::Tokenizer> 
         .tokenizer()
         .with_context(|| format!("{} has no tokenizer", model.source))
 }
+
+/// Parses a byte size such as "5G", "500M", "64K" or "1234" (powers of 1000, as the Hub does).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&s[..i], 1_000),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&s[..i], 1_000_000),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&s[..i], 1_000_000_000),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .map(|n| (n * mult as f64) as usize)
+        .ok_or_else(|| format!("{s:?} is not a size like 5G, 500M or 1234"))
+}

@@ -1,18 +1,22 @@
-"""Independent reference forward pass for llama-architecture GGUF files, in float64 NumPy.
+"""Independent reference forward pass for Llama-family models, in float64 NumPy.
 
-Shares no code with the Rust runtime: weights are decoded by gguf-py (llama.cpp's own Python
-package), and the graph follows the Hugging Face Llama definition. It exists to test the runtime.
+Reads llama-architecture GGUF files (weights decoded by gguf-py, llama.cpp's own Python package)
+and Hugging Face folders (llama, mistral, qwen2: safetensors parsed here from the format spec,
+single or sharded, f32/f16/bf16; qkv biases; tied or untied head; llama3 RoPE scaling). The graph
+follows the Hugging Face definition. Shares no code with the Rust runtime it tests.
 
-usage: llama_ref.py MODEL.gguf TOKENS.json OUT.json
+usage: llama_ref.py MODEL TOKENS.json OUT.json
+  MODEL:       a .gguf file or a folder with config.json
   TOKENS.json: [[id, ...], ...]  (one list per prompt)
   OUT.json:    [[[logit, ...] per position] per prompt]  (float64 logits of every position)
 """
 import json
+import math
+import os
+import struct
 import sys
 
 import numpy as np
-from gguf import GGUFReader
-from gguf.quants import dequantize
 
 
 def field(r, key, default=None):
@@ -23,8 +27,10 @@ def field(r, key, default=None):
     return v
 
 
-def main():
-    path, tokens_path, out_path = sys.argv[1:4]
+def load_gguf(path):
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
     r = GGUFReader(path)
     arch = field(r, "general.architecture")
     assert arch == "llama", f"reference supports llama only, got {arch}"
@@ -60,11 +66,99 @@ def main():
             g=W(p + "ffn_gate.weight"), u=W(p + "ffn_up.weight"), dn=W(p + "ffn_down.weight"),
         ))
     norm = W("output_norm.weight")
+    inv_freq = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    for L in layers:
+        L.update(qb=None, kb=None, vb=None)
+    return dict(emb=emb, out=out_w, layers=layers, norm=norm, eps=eps, n_head=n_head, n_kv=n_kv,
+                hd=hd, inv_freq=inv_freq)
+
+
+def read_safetensors(path):
+    """{name: float64 array} from one safetensors file (8-byte header length, JSON, data)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        raw = data[a:b]
+        if info["dtype"] == "BF16":
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            arr = bits.view(np.float32)
+        elif info["dtype"] == "F16":
+            arr = np.frombuffer(raw, dtype="<f2")
+        elif info["dtype"] == "F32":
+            arr = np.frombuffer(raw, dtype="<f4")
+        else:
+            raise ValueError(f"{path}: {name}: dtype {info['dtype']} not supported by the reference")
+        out[name] = arr.astype(np.float64).reshape(info["shape"])
+    return out
+
+
+def llama3_inv_freq(inv_freq, s):
+    old = s["original_max_position_embeddings"]
+    low, high, factor = s["low_freq_factor"], s["high_freq_factor"], s["factor"]
+    out = []
+    for f in inv_freq:
+        wavelen = 2 * math.pi / f
+        if wavelen < old / high:
+            out.append(f)
+        elif wavelen > old / low:
+            out.append(f / factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append((1 - smooth) * f / factor + smooth * f)
+    return np.array(out)
+
+
+def load_hf(path):
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    assert cfg["model_type"] in ("llama", "mistral", "qwen2"), cfg["model_type"]
+    index = os.path.join(path, "model.safetensors.index.json")
+    files = sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index) else ["model.safetensors"]
+    T = {}
+    for f in files:
+        T.update(read_safetensors(os.path.join(path, f)))
+    d, n_head = cfg["hidden_size"], cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads", n_head)
+    hd = cfg.get("head_dim") or d // n_head
+    theta = cfg.get("rope_theta", 10000.0)
+    inv_freq = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    rs = cfg.get("rope_scaling")
+    if rs and rs.get("rope_type", rs.get("type")) == "llama3":
+        inv_freq = llama3_inv_freq(inv_freq, rs)
+    layers = []
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        a = p + "self_attn."
+        layers.append(dict(
+            an=T[p + "input_layernorm.weight"], fn=T[p + "post_attention_layernorm.weight"],
+            q=T[a + "q_proj.weight"], k=T[a + "k_proj.weight"], v=T[a + "v_proj.weight"],
+            o=T[a + "o_proj.weight"], g=T[p + "mlp.gate_proj.weight"], u=T[p + "mlp.up_proj.weight"],
+            dn=T[p + "mlp.down_proj.weight"],
+            qb=T.get(a + "q_proj.bias"), kb=T.get(a + "k_proj.bias"), vb=T.get(a + "v_proj.bias"),
+        ))
+    emb = T["model.embed_tokens.weight"]
+    out_w = emb if cfg.get("tie_word_embeddings") or "lm_head.weight" not in T else T["lm_head.weight"]
+    return dict(emb=emb, out=out_w, layers=layers, norm=T["model.norm.weight"], eps=cfg.get("rms_norm_eps", 1e-6),
+                n_head=n_head, n_kv=n_kv, hd=hd, inv_freq=inv_freq)
+
+
+def main():
+    path, tokens_path, out_path = sys.argv[1:4]
+    M = load_hf(path) if os.path.isdir(path) else load_gguf(path)
+    emb, out_w, layers, norm, eps = M["emb"], M["out"], M["layers"], M["norm"], M["eps"]
+    n_head, n_kv, hd, inv_freq = M["n_head"], M["n_kv"], M["hd"], M["inv_freq"]
+
+    def lin(x, w, b):
+        y = x @ w.T
+        return y if b is None else y + b
 
     def rms(x, w):
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-
-    inv_freq = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
 
     def rope(x, pos):  # x: [T, H, hd], rotate-half
         ang = pos[:, None] * inv_freq[None, :]
@@ -81,9 +175,9 @@ def main():
         mask = np.triu(np.full((T, T), -np.inf), 1)
         for L in layers:
             h = rms(x, L["an"])
-            q = rope((h @ L["q"].T).reshape(T, n_head, hd), pos)
-            k = rope((h @ L["k"].T).reshape(T, n_kv, hd), pos)
-            v = (h @ L["v"].T).reshape(T, n_kv, hd)
+            q = rope(lin(h, L["q"], L["qb"]).reshape(T, n_head, hd), pos)
+            k = rope(lin(h, L["k"], L["kb"]).reshape(T, n_kv, hd), pos)
+            v = lin(h, L["v"], L["vb"]).reshape(T, n_kv, hd)
             rep = n_head // n_kv
             k = np.repeat(k, rep, axis=1)
             v = np.repeat(v, rep, axis=1)
