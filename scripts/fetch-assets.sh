@@ -120,4 +120,7 @@ verify() { # file sha256
   check "$1" "$2" || { echo "error: $1: sha256 is $(sha256sum "$1" | cut -d' ' -f1), expected $2" >&2; exit 1; }
 }
 verify "$SMOL" "$SMOL_SUM"
+verify "$A/text/wiki.txt" fb08b99368eff49f86bceff4916adbafd8b87a792a811cf50f20e82fdf8d9beb
+verify "$A/text/moby-dick.txt" fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240
+verify "$A/calib/default.jsonl" ccb9a1dc385cb26c0b02d60ba8043a88eabe64be47561e1e3fb952c865fb39ca
 echo "$A"

@@ -56,3 +56,27 @@ fn chat_template_from_gguf_renders() {
         "{text}"
     );
 }
+
+/// A SentencePiece ("llama") vocabulary: tests/fixtures/spm_tiny.gguf holds a BPE model trained by
+/// the sentencepiece library, spm_tokens.json that library's own encodings
+/// (tests/oracle/make_spm_fixture.py writes both).
+#[test]
+fn sentencepiece_vocabulary_matches_sentencepiece() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("spm_tokens.json")).unwrap())
+            .unwrap();
+    let g = quant::gguf::GgufFile::open(dir.join("spm_tiny.gguf")).unwrap();
+    let tok = runtime::Tokenizer::from_gguf(&g).unwrap();
+    assert!(
+        tok.adds_bos(),
+        "SentencePiece vocabularies add BOS by default"
+    );
+    let bos = tok.bos().unwrap();
+    for c in &cases {
+        assert_eq!(tok.encode(&c.text, false).unwrap(), c.ids, "{:?}", c.text);
+        let with_bos = tok.encode(&c.text, true).unwrap();
+        assert_eq!(with_bos[0], bos);
+        assert_eq!(tok.decode(&c.ids), c.text, "decode of {:?}", c.text);
+    }
+}
