@@ -129,7 +129,8 @@ impl Matrix for GgmlMatrix {
                     // SAFETY: the row is whole blocks of the kernel's type (checked at
                     // construction), nt ≤ MAX_NT, and x holds tokens t..t+nt of the activations
                     // in the kernel's format.
-                    let v = unsafe { kernel.dot_tile_unchecked(self.row_bytes_of(r), x, stride, nt) };
+                    let v =
+                        unsafe { kernel.dot_tile_unchecked(self.row_bytes_of(r), x, stride, nt) };
                     for (j, v) in v.iter().take(nt).enumerate() {
                         // SAFETY: (t+j)·rows + r < n_tok·rows = y.len(); tasks own disjoint
                         // (row, token) ranges.
@@ -245,6 +246,31 @@ mod tests {
                     .sum();
                 assert!((y[t * rows + r] as f64 - want).abs() < 1e-4, "t={t} r={r}");
             }
+        }
+    }
+
+    #[test]
+    fn tiles_cover_every_row_and_token_once() {
+        for (rows, n_tok, row_bytes) in [
+            (1, 1, 18),
+            (37, 17, 54),
+            (576, 1, 324),
+            (576, 512, 324),
+            (49152, 1, 324),
+            (1000, 70, 144),
+            (3, 200, 100_000),
+        ] {
+            let plan = Tiles::new(rows, n_tok, row_bytes);
+            let mut seen = vec![0u8; rows * n_tok];
+            for i in 0..plan.n_tasks() {
+                let (rs, ts) = plan.task(i);
+                for t in ts {
+                    for r in rs.clone() {
+                        seen[t * rows + r] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|c| *c == 1), "{rows}x{n_tok}");
         }
     }
 

@@ -145,8 +145,8 @@ mod tests {
     fn propagates_non_finite_values() {
         let mut a = vec![1.0f32; 40];
         a[35] = f32::INFINITY;
-        assert_eq!(dot_f32(&a, &vec![1.0; 40]), f32::INFINITY);
+        assert_eq!(dot_f32(&a, &[1.0; 40]), f32::INFINITY);
         a[3] = f32::NAN;
-        assert!(dot_f32(&a, &vec![1.0; 40]).is_nan());
+        assert!(dot_f32(&a, &[1.0; 40]).is_nan());
     }
 }

@@ -57,7 +57,10 @@ impl ActFormat {
 
     /// Bytes of one quantized row of `cols` elements (a whole number of blocks).
     pub fn row_bytes(self, cols: usize) -> usize {
-        assert_eq!(cols % self.block_size(), 0, "row is not whole blocks");
+        assert!(
+            cols.is_multiple_of(self.block_size()),
+            "row is not whole blocks"
+        );
         cols / self.block_size() * self.block_bytes()
     }
 
@@ -87,7 +90,7 @@ impl QuantizedRows {
     /// Quantizes the `x.len() / cols` rows of `x` with the kernels of `isa`, in parallel when
     /// there are many.
     pub fn new(isa: Isa, format: ActFormat, x: &[f32], cols: usize) -> QuantizedRows {
-        assert!(cols > 0 && x.len() % cols == 0);
+        assert!(cols > 0 && x.len().is_multiple_of(cols));
         let row_bytes = format.row_bytes(cols);
         // Every format's block size is a multiple of 2 bytes and Q8_K's of 4; rows of Q8_0/Q8_1
         // may end on a 2-byte boundary, which their 2-byte alignment allows.
@@ -249,10 +252,7 @@ mod x86 {
     unsafe fn round_half_away(v: __m256) -> __m256 {
         let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
         let frac = abs_ps(_mm256_sub_ps(v, t));
-        let step = _mm256_or_ps(
-            _mm256_and_ps(v, _mm256_set1_ps(-0.0)),
-            _mm256_set1_ps(1.0),
-        );
+        let step = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0)), _mm256_set1_ps(1.0));
         let up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
         _mm256_add_ps(t, _mm256_and_ps(up, step))
     }
@@ -334,4 +334,3 @@ mod x86 {
         }
     }
 }
-

@@ -89,7 +89,10 @@ impl DotKernel {
     /// Dots of one weight row with `nt` activation rows `x_stride` bytes apart in `x`.
     pub fn dot_tile(&self, w_row: &[u8], x: &[u8], x_stride: usize, nt: usize) -> [f32; MAX_NT] {
         let ts = self.ty.type_size();
-        assert!(w_row.len() % ts == 0, "weight row is not whole blocks");
+        assert!(
+            w_row.len().is_multiple_of(ts),
+            "weight row is not whole blocks"
+        );
         let n = w_row.len() / ts * self.ty.block_size();
         let x_row = self.act.row_bytes(n);
         assert!((1..=MAX_NT).contains(&nt), "1..={MAX_NT} activation rows");

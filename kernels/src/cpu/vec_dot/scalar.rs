@@ -99,7 +99,12 @@ block32!(IQ4NL, BlockIQ4NL, BlockQ8_0, |b, a| {
 /// Σ over a super-block of scale(e / 16)·q(e)·a[e], with the scale index per 16 elements.
 fn ksum(q: impl Fn(usize) -> i32, scale16: impl Fn(usize) -> i32, a: &BlockQ8K) -> i32 {
     (0..QK_K / 16)
-        .map(|s| scale16(s) * (16 * s..16 * s + 16).map(|e| q(e) * a.qs[e] as i32).sum::<i32>())
+        .map(|s| {
+            scale16(s)
+                * (16 * s..16 * s + 16)
+                    .map(|e| q(e) * a.qs[e] as i32)
+                    .sum::<i32>()
+        })
         .sum()
 }
 

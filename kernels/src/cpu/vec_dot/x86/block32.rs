@@ -94,7 +94,11 @@ impl Block32 for Q8_0 {
     const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn unpack(p: *const u8) -> (__m256i, f32, f32) {
-        (_mm256_loadu_si256(p.add(2) as *const __m256i), f16_at(p), 0.0)
+        (
+            _mm256_loadu_si256(p.add(2) as *const __m256i),
+            f16_at(p),
+            0.0,
+        )
     }
 }
 
@@ -134,7 +138,11 @@ unsafe fn block32_tile<B: Block32, D: ByteDot, const NT: usize>(
         for t in 0..NT {
             let a = xp.add(t * x_stride + i * act_bytes);
             let av = _mm256_loadu_si256(a.add(qs_at) as *const __m256i);
-            let s = if B::SIGNED { _mm256_sign_epi8(av, q) } else { av };
+            let s = if B::SIGNED {
+                _mm256_sign_epi8(av, q)
+            } else {
+                av
+            };
             let sum = _mm256_cvtepi32_ps(D::dot(u, s));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * f16_at(a)), sum, acc[t]);
             if !B::SIGNED {
@@ -143,8 +151,8 @@ unsafe fn block32_tile<B: Block32, D: ByteDot, const NT: usize>(
         }
     }
     let mut out = [0f32; MAX_NT];
-    for t in 0..NT {
-        out[t] = hsum_ps(acc[t]) + mins[t];
+    for (t, o) in out.iter_mut().take(NT).enumerate() {
+        *o = hsum_ps(acc[t]) + mins[t];
     }
     out
 }

@@ -264,7 +264,7 @@ unsafe fn kquant_tile<K: KQuant, const NT: usize>(
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..w.len() / K::BYTES {
         K::unpack(wp.add(i * K::BYTES), &mut u);
-        for t in 0..NT {
+        for (t, acc) in acc.iter_mut().enumerate() {
             let a = xp.add(t * x_stride + i * ACT_BYTES);
             let da = f32_at(a);
             let mut sum = zero;
@@ -278,20 +278,17 @@ unsafe fn kquant_tile<K: KQuant, const NT: usize>(
                 let pairs = _mm256_maddubs_epi16(u.q[g], s);
                 sum = _mm256_add_epi32(sum, _mm256_madd_epi16(u.sc[g], pairs));
             }
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(da * u.d), _mm256_cvtepi32_ps(sum), acc[t]);
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(da * u.d), _mm256_cvtepi32_ps(sum), *acc);
             if K::OFFSET {
                 let off = _mm256_madd_epi16(u.coef, load(a.add(ACT_BSUMS)));
-                acc[t] = _mm256_fnmadd_ps(
-                    _mm256_set1_ps(da * u.dcoef),
-                    _mm256_cvtepi32_ps(off),
-                    acc[t],
-                );
+                *acc =
+                    _mm256_fnmadd_ps(_mm256_set1_ps(da * u.dcoef), _mm256_cvtepi32_ps(off), *acc);
             }
         }
     }
     let mut out = [0f32; MAX_NT];
-    for t in 0..NT {
-        out[t] = hsum_ps(acc[t]);
+    for (t, o) in out.iter_mut().take(NT).enumerate() {
+        *o = hsum_ps(acc[t]);
     }
     out
 }

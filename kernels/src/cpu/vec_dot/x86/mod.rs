@@ -82,7 +82,12 @@ unsafe fn bits32(p: *const u8) -> __m256i {
     // Byte j takes source byte j / 8, then tests bit j % 8 of it.
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(w as i32),
-        _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
     );
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)
