@@ -137,9 +137,9 @@ impl QuantizedRows {
 /// Q8_0: d = max|x|/127 per 32 values, q = round-half-away(x/d).
 pub fn quantize_row_q8_0(isa: Isa, x: &[f32], y: &mut [BlockQ8_0]) {
     assert_eq!(x.len(), y.len() * QK8);
-    #[cfg(target_arch = "x86_64")]
-    if x86_ok(isa) {
-        // SAFETY: the CPU runs AVX2/FMA/F16C code (x86_ok); lengths were checked above.
+    if x86_simd(isa) {
+        // SAFETY: the CPU runs AVX2/FMA/F16C code (x86_simd); lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
         return unsafe { x86::quantize_q8_0_avx2(x, y) };
     }
     for (b, x) in y.iter_mut().zip(x.chunks_exact(QK8)) {
@@ -151,9 +151,9 @@ pub fn quantize_row_q8_0(isa: Isa, x: &[f32], y: &mut [BlockQ8_0]) {
 /// Q8_1: as Q8_0, plus s = d·Σq (rounded to f16 like d).
 pub fn quantize_row_q8_1(isa: Isa, x: &[f32], y: &mut [BlockQ8_1]) {
     assert_eq!(x.len(), y.len() * QK8);
-    #[cfg(target_arch = "x86_64")]
-    if x86_ok(isa) {
-        // SAFETY: the CPU runs AVX2/FMA/F16C code (x86_ok); lengths were checked above.
+    if x86_simd(isa) {
+        // SAFETY: the CPU runs AVX2/FMA/F16C code (x86_simd); lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
         return unsafe { x86::quantize_q8_1_avx2(x, y) };
     }
     for (b, x) in y.iter_mut().zip(x.chunks_exact(QK8)) {
@@ -167,9 +167,9 @@ pub fn quantize_row_q8_1(isa: Isa, x: &[f32], y: &mut [BlockQ8_1]) {
 /// q = round-half-even(x/d) clamped to 127, and the sum of each 16 quants.
 pub fn quantize_row_q8_k(isa: Isa, x: &[f32], y: &mut [BlockQ8K]) {
     assert_eq!(x.len(), y.len() * QK_K);
-    #[cfg(target_arch = "x86_64")]
-    if x86_ok(isa) {
-        // SAFETY: the CPU runs AVX2/FMA/F16C code (x86_ok); lengths were checked above.
+    if x86_simd(isa) {
+        // SAFETY: the CPU runs AVX2/FMA/F16C code (x86_simd); lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
         return unsafe { x86::quantize_q8_k_avx2(x, y) };
     }
     for (b, x) in y.iter_mut().zip(x.chunks_exact(QK_K)) {
@@ -187,10 +187,11 @@ pub fn quantize_row_q8_k(isa: Isa, x: &[f32], y: &mut [BlockQ8K]) {
     }
 }
 
-/// The AVX2 quantizers serve both x86 levels (AVX-512 would not speed up this small step).
-#[cfg(target_arch = "x86_64")]
-fn x86_ok(isa: Isa) -> bool {
-    matches!(isa, Isa::Avx2 | Isa::Avx512) && isa.is_available()
+/// Whether to use the AVX2 quantizers: they serve both x86 levels (AVX-512 would not speed up
+/// this small step). Other levels use the portable code, which compilers vectorize well enough
+/// for a step that costs 1/rows of the matmul it feeds.
+fn x86_simd(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512) && isa.is_available()
 }
 
 /// One Q8_0/Q8_1 block: returns (d, Σq).
@@ -270,15 +271,22 @@ mod x86 {
     /// One Q8_0/Q8_1 block: writes the quants, returns (d, Σq).
     #[inline(always)]
     unsafe fn q8_block(x: *const f32, qs: *mut i8) -> (f32, i32) {
-        let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(x.add(8 * k)));
+        let v = [
+            _mm256_loadu_ps(x),
+            _mm256_loadu_ps(x.add(8)),
+            _mm256_loadu_ps(x.add(16)),
+            _mm256_loadu_ps(x.add(24)),
+        ];
         let m = _mm256_max_ps(
             _mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])),
             _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])),
         );
         let d = hmax(m) / 127.0;
         let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-        let q: [__m256i; 4] =
-            std::array::from_fn(|k| _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[k], id))));
+        let mut q = [_mm256_setzero_si256(); 4];
+        for (q, v) in q.iter_mut().zip(v) {
+            *q = _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v, id)));
+        }
         _mm256_storeu_si256(qs as *mut __m256i, pack_i8(q));
         let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         (d, hsum_i32(s))
@@ -319,13 +327,14 @@ mod x86 {
             let iscale = -127.0 / max;
             let is = _mm256_set1_ps(iscale);
             for g in 0..QK_K / 32 {
-                let q: [__m256i; 4] = std::array::from_fn(|k| {
+                let mut q = [_mm256_setzero_si256(); 4];
+                for (k, q) in q.iter_mut().enumerate() {
                     let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(32 * g + 8 * k)), is);
-                    _mm256_cvtps_epi32(_mm256_round_ps(
+                    *q = _mm256_cvtps_epi32(_mm256_round_ps(
                         v,
                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                    ))
-                });
+                    ));
+                }
                 _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * g) as *mut __m256i, pack_i8(q));
                 b.bsums[2 * g] = hsum_i32(_mm256_add_epi32(q[0], q[1])) as i16;
                 b.bsums[2 * g + 1] = hsum_i32(_mm256_add_epi32(q[2], q[3])) as i16;

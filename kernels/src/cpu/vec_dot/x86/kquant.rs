@@ -207,12 +207,16 @@ impl KQuant for Q6K {
         for n in 0..2 {
             let (l0, l1) = (load(p.add(64 * n)), load(p.add(64 * n + 32)));
             let h = load(p.add(128 + 32 * n));
-            let high = |k: usize| _mm256_slli_epi16(crumbs(h, k), 4);
-            let g = 4 * n;
-            u.q[g] = _mm256_or_si256(low_nibbles(l0), high(0));
-            u.q[g + 1] = _mm256_or_si256(low_nibbles(l1), high(1));
-            u.q[g + 2] = _mm256_or_si256(high_nibbles(l0), high(2));
-            u.q[g + 3] = _mm256_or_si256(high_nibbles(l1), high(3));
+            let lows = [
+                low_nibbles(l0),
+                low_nibbles(l1),
+                high_nibbles(l0),
+                high_nibbles(l1),
+            ];
+            for (k, lo) in lows.into_iter().enumerate() {
+                let high = _mm256_slli_epi16(crumbs(h, k), 4);
+                u.q[4 * n + k] = _mm256_or_si256(lo, high);
+            }
         }
         u.d = f16_at(p.add(208));
         u.dcoef = u.d;
