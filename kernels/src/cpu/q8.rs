@@ -1,6 +1,10 @@
 //! Activation quantization: f32 rows to the 8-bit block formats that the integer dot products
 //! read (Q8_0, Q8_1, Q8_K), with the rounding of ggml's reference quantizers so that a dot product
 //! here equals llama.cpp's on the same inputs.
+//!
+//! A Q8_0 or Q8_1 row is ggml's blocks followed by f32 copies of every block's d (and then of
+//! every s): the kernels multiply by these once per block and token, where an f16 conversion cost
+//! about as much as the block's integer product. The copies are exact (f16 → f32).
 
 use bytemuck::Zeroable;
 use half::f16;
@@ -55,8 +59,8 @@ impl ActFormat {
         }
     }
 
-    /// Bytes of one quantized row of `cols` elements (a whole number of blocks).
-    pub fn row_bytes(self, cols: usize) -> usize {
+    /// Bytes of the ggml blocks of a row of `cols` elements (a whole number of blocks).
+    pub fn blocks_bytes(self, cols: usize) -> usize {
         assert!(
             cols.is_multiple_of(self.block_size()),
             "row is not whole blocks"
@@ -64,16 +68,51 @@ impl ActFormat {
         cols / self.block_size() * self.block_bytes()
     }
 
-    /// Quantizes one row `x` into `out` (`row_bytes(x.len())` bytes, aligned for the block type)
-    /// with the kernels of `isa`.
-    pub fn quantize_row(self, isa: Isa, x: &[f32], out: &mut [u8]) {
-        assert_eq!(out.len(), self.row_bytes(x.len()));
+    /// Where a row's f32 scale copies start (Q8_0, Q8_1): after the blocks, 4-byte aligned.
+    pub fn scales_offset(self, cols: usize) -> usize {
+        self.blocks_bytes(cols).next_multiple_of(4)
+    }
+
+    /// Bytes of one quantized row: the blocks and, for Q8_0/Q8_1, the f32 scale copies.
+    pub fn row_bytes(self, cols: usize) -> usize {
+        let nb = cols / self.block_size().max(1);
         match self {
-            ActFormat::F32 => out.copy_from_slice(bytemuck::cast_slice(x)),
-            ActFormat::Q8_0 => quantize_row_q8_0(isa, x, bytemuck::cast_slice_mut(out)),
-            ActFormat::Q8_1 => quantize_row_q8_1(isa, x, bytemuck::cast_slice_mut(out)),
-            ActFormat::Q8K => quantize_row_q8_k(isa, x, bytemuck::cast_slice_mut(out)),
+            ActFormat::Q8_0 => self.scales_offset(cols) + 4 * nb,
+            ActFormat::Q8_1 => self.scales_offset(cols) + 8 * nb,
+            ActFormat::F32 | ActFormat::Q8K => self.blocks_bytes(cols),
         }
+    }
+
+    /// Quantizes one row `x` into `out` (`row_bytes(x.len())` bytes, 4-byte aligned) with the
+    /// kernels of `isa`.
+    pub fn quantize_row(self, isa: Isa, x: &[f32], out: &mut [u8]) {
+        let n = x.len();
+        assert_eq!(out.len(), self.row_bytes(n));
+        let (blocks, tables) = out.split_at_mut(self.blocks_bytes(n));
+        match self {
+            ActFormat::F32 => blocks.copy_from_slice(bytemuck::cast_slice(x)),
+            ActFormat::Q8K => quantize_row_q8_k(isa, x, bytemuck::cast_slice_mut(blocks)),
+            ActFormat::Q8_0 => {
+                let b: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(blocks);
+                quantize_row_q8_0(isa, x, b);
+                let d = &mut tables[self.scales_offset(n) - self.blocks_bytes(n)..];
+                fill_f32(d, b.iter().map(|b| b.d.to_f32()));
+            }
+            ActFormat::Q8_1 => {
+                let b: &mut [BlockQ8_1] = bytemuck::cast_slice_mut(blocks);
+                quantize_row_q8_1(isa, x, b);
+                let (d, s) = tables[self.scales_offset(n) - self.blocks_bytes(n)..]
+                    .split_at_mut(4 * b.len());
+                fill_f32(d, b.iter().map(|b| b.d.to_f32()));
+                fill_f32(s, b.iter().map(|b| b.s.to_f32()));
+            }
+        }
+    }
+}
+
+fn fill_f32(out: &mut [u8], v: impl Iterator<Item = f32>) {
+    for (o, v) in out.chunks_exact_mut(4).zip(v) {
+        o.copy_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -92,8 +131,7 @@ impl QuantizedRows {
     pub fn new(isa: Isa, format: ActFormat, x: &[f32], cols: usize) -> QuantizedRows {
         assert!(cols > 0 && x.len().is_multiple_of(cols));
         let row_bytes = format.row_bytes(cols);
-        // Every format's block size is a multiple of 2 bytes and Q8_K's of 4; rows of Q8_0/Q8_1
-        // may end on a 2-byte boundary, which their 2-byte alignment allows.
+        // Rows are whole multiples of 4 bytes, so every row starts aligned for its blocks.
         let n_rows = x.len() / cols;
         let mut words = vec![0u32; (n_rows * row_bytes).div_ceil(4)];
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..n_rows * row_bytes];

@@ -162,7 +162,8 @@ pub fn offsets(ty: GgmlType, row: &[u8], cols: usize) -> Vec<f64> {
 }
 
 /// Activation values as the kernels see them: the dequantized 8-bit blocks (or the f32 values).
-pub fn dequant_acts(fmt: ActFormat, bytes: &[u8], cols: usize) -> Vec<f64> {
+pub fn dequant_acts(fmt: ActFormat, row: &[u8], cols: usize) -> Vec<f64> {
+    let bytes = &row[..fmt.blocks_bytes(cols)];
     match fmt {
         ActFormat::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(bytes)
             .into_iter()
@@ -179,11 +180,12 @@ pub fn dequant_acts(fmt: ActFormat, bytes: &[u8], cols: usize) -> Vec<f64> {
 
 /// Σ over blocks of |m|·|s|: Q8_1's s = d·Σq is stored as f16 and from the unrounded d, so the
 /// m·s term of Q4_1/Q5_1 differs from m·Σ(dequantized a) by up to ~2⁻¹⁰ of it.
-fn q8_1_slack(ty: GgmlType, w: &[u8], acts: &[u8]) -> f64 {
+fn q8_1_slack(ty: GgmlType, w: &[u8], acts: &[u8], cols: usize) -> f64 {
     if !matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
         return 0.0;
     }
-    let s = bytemuck::pod_collect_to_vec::<u8, BlockQ8_1>(acts);
+    let s =
+        bytemuck::pod_collect_to_vec::<u8, BlockQ8_1>(&acts[..ActFormat::Q8_1.blocks_bytes(cols)]);
     w.chunks_exact(ty.type_size())
         .zip(&s)
         .map(|(b, a)| {
@@ -219,7 +221,8 @@ pub fn oracle(ty: GgmlType, w: &[u8], fmt: ActFormat, acts: &[u8], cols: usize) 
     } else {
         cols / 8 + 8
     };
-    let tol = (steps + 10) as f64 * f32::EPSILON as f64 * mag + q8_1_slack(ty, w, acts) + 1e-30;
+    let tol =
+        (steps + 10) as f64 * f32::EPSILON as f64 * mag + q8_1_slack(ty, w, acts, cols) + 1e-30;
     (exact, tol)
 }
 

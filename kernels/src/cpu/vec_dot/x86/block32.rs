@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{bits32, f16_at, hsum_ps, iq4_table, nibbles32, tile_entries};
+use super::{bits32, f16_at, f32_at, hsum_ps, iq4_table, nibbles32, tile_entries};
 use crate::cpu::vec_dot::{TileFn, MAX_NT};
 use quant::ggml::GgmlType;
 
@@ -113,7 +113,8 @@ impl Block32 for IQ4NL {
     }
 }
 
-/// Q8_0 blocks are {d: f16, qs: [i8; 32]}; Q8_1 blocks {d: f16, s: f16, qs: [i8; 32]}.
+/// (block bytes, offset of qs): Q8_0 blocks are {d: f16, qs: [i8; 32]}; Q8_1 blocks
+/// {d: f16, s: f16, qs: [i8; 32]}.
 const fn act_layout(signed: bool) -> (usize, usize) {
     if signed {
         (34, 2)
@@ -129,24 +130,29 @@ unsafe fn block32_tile<B: Block32, D: ByteDot, const NT: usize>(
     x_stride: usize,
 ) -> [f32; MAX_NT] {
     let (act_bytes, qs_at) = act_layout(B::SIGNED);
+    let nb = w.len() / B::BYTES;
+    // The f32 copies of the activation blocks' d, then (Q8_1) of their s.
+    let scales_at = (nb * act_bytes).next_multiple_of(4);
+    let sums_at = scales_at + 4 * nb;
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut acc = [_mm256_setzero_ps(); NT];
     let mut mins = [0f32; NT];
-    for i in 0..w.len() / B::BYTES {
+    for i in 0..nb {
         let (q, d, m) = B::unpack(wp.add(i * B::BYTES));
         let u = if B::SIGNED { _mm256_sign_epi8(q, q) } else { q };
         for t in 0..NT {
-            let a = xp.add(t * x_stride + i * act_bytes);
-            let av = _mm256_loadu_si256(a.add(qs_at) as *const __m256i);
+            let row = xp.add(t * x_stride);
+            let av = _mm256_loadu_si256(row.add(i * act_bytes + qs_at) as *const __m256i);
             let s = if B::SIGNED {
                 _mm256_sign_epi8(av, q)
             } else {
                 av
             };
             let sum = _mm256_cvtepi32_ps(D::dot(u, s));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * f16_at(a)), sum, acc[t]);
+            let da = f32_at(row.add(scales_at + 4 * i));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da), sum, acc[t]);
             if !B::SIGNED {
-                mins[t] += m * f16_at(a.add(2));
+                mins[t] += m * f32_at(row.add(sums_at + 4 * i));
             }
         }
     }
