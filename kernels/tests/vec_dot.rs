@@ -104,34 +104,6 @@ fn simd_levels_agree_with_scalar() {
     }
 }
 
-/// VNNI's `vpdpbusd` and AVX2's `vpmaddubsw`+`vpmaddwd` form the same integers, and the float
-/// steps are the same, so the AVX-512 kernels of the 32-element types must match AVX2 exactly.
-#[test]
-fn avx512_integer_kernels_equal_avx2_bitwise() {
-    if !Isa::Avx512.is_available() {
-        eprintln!("AVX-512 kernels not available on this CPU: skipped");
-        return;
-    }
-    for ty in WEIGHT_TYPES.into_iter().filter(|t| t.is_quantized()) {
-        let (a2, a5) = (
-            DotKernel::new(ty, Isa::Avx2).unwrap(),
-            DotKernel::new(ty, Isa::Avx512).unwrap(),
-        );
-        let cols = 8 * ty.block_size();
-        let mut r = rng(ty.id() as u64);
-        for _ in 0..16 {
-            let w = random_row(ty, cols, &mut r, true);
-            let x = act_row(0, cols, &mut r);
-            let acts = QuantizedRows::new(Isa::Avx2, a2.act_format(), &x, cols);
-            assert_eq!(
-                a2.dot(&w, acts.row(0)).to_bits(),
-                a5.dot(&w, acts.row(0)).to_bits(),
-                "{ty}"
-            );
-        }
-    }
-}
-
 /// A tile of nt rows gives, for each row, exactly what the one-row call gives.
 #[test]
 fn tiles_equal_single_row_calls() {

@@ -249,8 +249,86 @@ const ACT_BYTES: usize = size_of::<BlockQ8K>();
 const ACT_QS: usize = std::mem::offset_of!(BlockQ8K, qs);
 const ACT_BSUMS: usize = std::mem::offset_of!(BlockQ8K, bsums);
 
+/// How one token row's products with the eight unpacked groups are summed (to 8 i32 lanes).
+trait GroupSums {
+    /// The unpacked super-block rearranged for this width, once per super-block.
+    type Prepared;
+    unsafe fn prepare<K: KQuant>(u: &Unpacked) -> Self::Prepared;
+    unsafe fn sums<K: KQuant>(u: &Unpacked, p: &Self::Prepared, qs: *const u8) -> __m256i;
+}
+
+/// One group per 256-bit step.
+struct Ymm;
+impl GroupSums for Ymm {
+    type Prepared = ();
+    #[inline(always)]
+    unsafe fn prepare<K: KQuant>(_: &Unpacked) {}
+    #[inline(always)]
+    unsafe fn sums<K: KQuant>(u: &Unpacked, _: &(), qs: *const u8) -> __m256i {
+        let mut sum = _mm256_setzero_si256();
+        for g in 0..8 {
+            let av = load(qs.add(32 * g));
+            let s = if K::SIGNED {
+                _mm256_sign_epi8(av, u.w[g])
+            } else {
+                av
+            };
+            let pairs = _mm256_maddubs_epi16(u.q[g], s);
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(u.sc[g], pairs));
+        }
+        sum
+    }
+}
+
+/// Two groups per 512-bit step (AVX-512BW): half the instructions per token row.
+struct Zmm;
+struct GroupPairs {
+    q: [__m512i; 4],
+    sc: [__m512i; 4],
+    /// Signed types: where the quants are negative.
+    negative: [__mmask64; 4],
+}
+impl GroupSums for Zmm {
+    type Prepared = GroupPairs;
+    #[inline(always)]
+    unsafe fn prepare<K: KQuant>(u: &Unpacked) -> GroupPairs {
+        let join = |a: __m256i, b: __m256i| _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+        let mut p = GroupPairs {
+            q: [_mm512_setzero_si512(); 4],
+            sc: [_mm512_setzero_si512(); 4],
+            negative: [0; 4],
+        };
+        for k in 0..4 {
+            p.q[k] = join(u.q[2 * k], u.q[2 * k + 1]);
+            p.sc[k] = join(u.sc[2 * k], u.sc[2 * k + 1]);
+            if K::SIGNED {
+                p.negative[k] = _mm512_movepi8_mask(join(u.w[2 * k], u.w[2 * k + 1]));
+            }
+        }
+        p
+    }
+    #[inline(always)]
+    unsafe fn sums<K: KQuant>(_: &Unpacked, p: &GroupPairs, qs: *const u8) -> __m256i {
+        let mut sum = _mm512_setzero_si512();
+        for k in 0..4 {
+            let av = _mm512_loadu_si512(qs.add(64 * k) as *const _);
+            let s = if K::SIGNED {
+                _mm512_mask_sub_epi8(av, p.negative[k], _mm512_setzero_si512(), av)
+            } else {
+                av
+            };
+            let pairs = _mm512_maddubs_epi16(p.q[k], s);
+            sum = _mm512_add_epi32(sum, _mm512_madd_epi16(p.sc[k], pairs));
+        }
+        _mm256_add_epi32(
+            _mm512_castsi512_si256(sum),
+            _mm512_extracti64x4_epi64(sum, 1),
+        )
+    }
+}
+
 #[inline(always)]
-unsafe fn kquant_tile<K: KQuant, const NT: usize>(
+unsafe fn kquant_tile<K: KQuant, W: GroupSums, const NT: usize>(
     w: &[u8],
     x: &[u8],
     x_stride: usize,
@@ -268,20 +346,11 @@ unsafe fn kquant_tile<K: KQuant, const NT: usize>(
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..w.len() / K::BYTES {
         K::unpack(wp.add(i * K::BYTES), &mut u);
+        let prepared = W::prepare::<K>(&u);
         for (t, acc) in acc.iter_mut().enumerate() {
             let a = xp.add(t * x_stride + i * ACT_BYTES);
             let da = f32_at(a);
-            let mut sum = zero;
-            for g in 0..8 {
-                let av = load(a.add(ACT_QS + 32 * g));
-                let s = if K::SIGNED {
-                    _mm256_sign_epi8(av, u.w[g])
-                } else {
-                    av
-                };
-                let pairs = _mm256_maddubs_epi16(u.q[g], s);
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(u.sc[g], pairs));
-            }
+            let sum = W::sums::<K>(&u, &prepared, a.add(ACT_QS));
             *acc = _mm256_fmadd_ps(_mm256_set1_ps(da * u.d), _mm256_cvtepi32_ps(sum), *acc);
             if K::OFFSET {
                 let off = _mm256_madd_epi16(u.coef, load(a.add(ACT_BSUMS)));
@@ -298,13 +367,34 @@ unsafe fn kquant_tile<K: KQuant, const NT: usize>(
 }
 
 tile_entries!("avx2,fma,f16c";
-    q2_k_avx2 => kquant_tile::<Q2K>;
-    q3_k_avx2 => kquant_tile::<Q3K>;
-    q4_k_avx2 => kquant_tile::<Q4K>;
-    q5_k_avx2 => kquant_tile::<Q5K>;
-    q6_k_avx2 => kquant_tile::<Q6K>;
-    iq4_xs_avx2 => kquant_tile::<IQ4XS>;
+    q2_k_avx2 => kquant_tile::<Q2K, Ymm>;
+    q3_k_avx2 => kquant_tile::<Q3K, Ymm>;
+    q4_k_avx2 => kquant_tile::<Q4K, Ymm>;
+    q5_k_avx2 => kquant_tile::<Q5K, Ymm>;
+    q6_k_avx2 => kquant_tile::<Q6K, Ymm>;
+    iq4_xs_avx2 => kquant_tile::<IQ4XS, Ymm>;
 );
+
+tile_entries!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni";
+    q2_k_avx512 => kquant_tile::<Q2K, Zmm>;
+    q3_k_avx512 => kquant_tile::<Q3K, Zmm>;
+    q4_k_avx512 => kquant_tile::<Q4K, Zmm>;
+    q5_k_avx512 => kquant_tile::<Q5K, Zmm>;
+    q6_k_avx512 => kquant_tile::<Q6K, Zmm>;
+    iq4_xs_avx512 => kquant_tile::<IQ4XS, Zmm>;
+);
+
+pub(super) fn kernel_avx512(ty: GgmlType) -> Option<TileFn> {
+    Some(match ty {
+        GgmlType::Q2K => q2_k_avx512,
+        GgmlType::Q3K => q3_k_avx512,
+        GgmlType::Q4K => q4_k_avx512,
+        GgmlType::Q5K => q5_k_avx512,
+        GgmlType::Q6K => q6_k_avx512,
+        GgmlType::IQ4XS => iq4_xs_avx512,
+        _ => return None,
+    })
+}
 
 pub(super) fn kernel_avx2(ty: GgmlType) -> Option<TileFn> {
     Some(match ty {

@@ -1,8 +1,7 @@
-//! x86_64 kernels. AVX2 (+FMA, F16C) covers every type; the AVX-512 level adds `vpdpbusd` (VNNI)
-//! for the 32-element block types, whose inner step is one byte dot product per block, and
-//! 512-bit vectors for float weights. K-quants keep the AVX2 kernels at that level: their
-//! per-16-element scales are applied with `vpmaddwd` on 16-bit partial sums, which VNNI's 32-bit
-//! sums would turn into slower 32-bit multiplies.
+//! x86_64 kernels. The AVX2 level (+FMA, F16C) covers every type with 256-bit vectors. The
+//! AVX-512 level (F, BW, VL, VNNI) doubles the width where it measured faster: 32-element block
+//! types take two blocks per `vpdpbusd`, K-quants two 32-element groups per
+//! `vpmaddubsw`/`vpmaddwd`, float weights 16 lanes per FMA.
 
 use std::arch::x86_64::*;
 
@@ -36,6 +35,7 @@ pub(crate) use tile_entries;
 pub(super) fn kernel(ty: GgmlType, isa: Isa) -> Option<TileFn> {
     match isa {
         Isa::Avx512 => block32::kernel_avx512(ty)
+            .or_else(|| kquant::kernel_avx512(ty))
             .or_else(|| float::kernel_avx512(ty))
             .or_else(|| kernel(ty, Isa::Avx2)),
         Isa::Avx2 => block32::kernel_avx2(ty)
