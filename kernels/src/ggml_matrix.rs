@@ -120,6 +120,9 @@ impl Matrix for GgmlMatrix {
         };
         let plan = Tiles::new(self.rows, n_tok, self.row_bytes);
         let out = OutPtr(y.as_mut_ptr());
+        // One look through the shared buffer, not one per row.
+        let weights: &[u8] = &self.data;
+        let row_bytes = self.row_bytes;
         let run = |task: usize| {
             let (rows, toks) = plan.task(task);
             for t in toks.clone().step_by(MAX_NT) {
@@ -129,8 +132,14 @@ impl Matrix for GgmlMatrix {
                     // SAFETY: the row is whole blocks of the kernel's type (checked at
                     // construction), nt ≤ MAX_NT, and x holds tokens t..t+nt of the activations
                     // in the kernel's format.
-                    let v =
-                        unsafe { kernel.dot_tile_unchecked(self.row_bytes_of(r), x, stride, nt) };
+                    let v = unsafe {
+                        kernel.dot_tile_unchecked(
+                            &weights[r * row_bytes..][..row_bytes],
+                            x,
+                            stride,
+                            nt,
+                        )
+                    };
                     for (j, v) in v.iter().take(nt).enumerate() {
                         // SAFETY: (t+j)·rows + r < n_tok·rows = y.len(); tasks own disjoint
                         // (row, token) ranges.
@@ -173,8 +182,10 @@ impl Tiles {
     /// Weight bytes per task: about half of a 32-48 KiB L1 data cache.
     const TASK_WEIGHT_BYTES: usize = 16 << 10;
     const TOKS_PER_TASK: usize = 64;
-    /// Below this much weight traffic (bytes × tokens) one thread is faster than waking others.
-    const SERIAL_WORK: usize = 64 << 10;
+    /// Below this much weight traffic (bytes × tokens), about 20 µs of one thread's work, waking
+    /// the other threads costs about as much as it saves (measured on decode of SmolLM2-135M,
+    /// whose per-layer matrices are 70-560 KB).
+    const SERIAL_WORK: usize = 256 << 10;
 
     fn new(rows: usize, n_tok: usize, row_bytes: usize) -> Tiles {
         if rows * row_bytes * n_tok <= Self::SERIAL_WORK {
