@@ -57,7 +57,6 @@ impl DotKernel {
             Isa::Avx2 | Isa::Avx512 => x86::kernel(ty, isa),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => neon::kernel(ty),
-            #[allow(unreachable_patterns)]
             _ => None,
         }
         .or_else(|| scalar::kernel(ty))?;
