@@ -1,12 +1,15 @@
 //! GgmlMatrix::matmul on SmolLM2-135M's shapes, new kernels (8-bit activations, integer dots,
 //! tiles) against the previous path (dequantize each row to f32, f32 dot), in the same run.
 //!
-//! `cargo bench -p kernels --bench matmul` prints a markdown table. Filters (comma lists):
-//! BENCH_TYPES=Q4_0,F16  BENCH_NTOK=1,512  BENCH_OLD=0 (skip the old path).
+//! `cargo bench -p kernels --bench matmul` prints two markdown tables: each kernel alone (one
+//! thread, data in L1, per instruction-set level), then the matmuls. Filters (comma lists):
+//! BENCH_TYPES=Q4_0,F16  BENCH_NTOK=1,512  BENCH_OLD=0 (skip the old path)  BENCH_KERNELS=0.
 //! K-quant rows must be whole 256-element blocks, so their 576-wide shapes use 768 columns.
 
 use std::time::{Duration, Instant};
 
+use kernels::cpu::q8::QuantizedRows;
+use kernels::cpu::vec_dot::{DotKernel, MAX_NT};
 use kernels::cpu::{dot_f32, Isa};
 use kernels::{GgmlMatrix, Matrix};
 use quant::bytes::SharedBytes;
@@ -109,6 +112,39 @@ fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
     samples.into_iter().fold(f64::INFINITY, f64::min)
 }
 
+/// GFLOP/s of one kernel on one thread: 16 weight rows against 1 or MAX_NT token rows, all in
+/// L1, so the number is the kernel's compute rate without memory or threading effects.
+fn kernel_table(types: &[GgmlType]) {
+    println!("| type | level | 1 token GFLOP/s | {MAX_NT} tokens GFLOP/s |");
+    println!("|---|---|---|---|");
+    for &ty in types {
+        let cols = if ty.block_size() == 256 { 768 } else { 576 };
+        let rows = 16;
+        let row_bytes = ty.row_bytes(cols).unwrap();
+        let w = weights(ty, rows, cols);
+        let x: Vec<f32> = bytes(MAX_NT * cols, 5)
+            .into_iter()
+            .map(|b| (b as f32 - 128.0) / 64.0)
+            .collect();
+        for isa in Isa::available() {
+            let k = DotKernel::new(ty, isa).unwrap();
+            let acts = QuantizedRows::new(isa, k.act_format(), &x, cols);
+            let rate = |nt: usize| {
+                let mut sink = 0f32;
+                let s = time(Duration::from_millis(100), || {
+                    for r in 0..rows {
+                        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+                        sink += k.dot_tile(row, acts.bytes(), acts.row_bytes(), nt)[0];
+                    }
+                });
+                std::hint::black_box(sink);
+                2.0 * (rows * cols * nt) as f64 / s / 1e9
+            };
+            println!("| {ty} | {isa:?} | {:.1} | {:.1} |", rate(1), rate(MAX_NT));
+        }
+    }
+}
+
 fn list<T>(var: &str, parse: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
     std::env::var(var)
         .ok()
@@ -125,6 +161,10 @@ fn main() {
         Isa::best(),
         rayon::current_num_threads()
     );
+    if std::env::var("BENCH_KERNELS").map_or(true, |v| v != "0") {
+        kernel_table(&types);
+        println!();
+    }
     println!(
         "| type | shape (rows x cols) | n_tok | old ms | new ms | speedup | new GFLOP/s | new weight GB/s |"
     );
