@@ -5,7 +5,8 @@
 //! Q4_K, Q5_K) stay outside, through Q8_1's s or Q8_K's block sums. F16 weights use the scalar
 //! kernel: Rust's NEON f16 vector types are not stable.
 //!
-//! Type-checked with `cargo check --target aarch64-unknown-linux-gnu`; not run (no aarch64 host).
+//! No aarch64 host here: the kernel tests pass under qemu-aarch64 user emulation (correctness
+//! only; never timed).
 
 use std::arch::aarch64::*;
 
