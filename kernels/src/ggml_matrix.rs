@@ -5,7 +5,9 @@ use quant::bytes::SharedBytes;
 use quant::ggml::{dequantize_row, GgmlType};
 use rayon::prelude::*;
 
-use crate::cpu::dot_f32;
+use crate::cpu::q8::{ActFormat, QuantizedRows};
+use crate::cpu::vec_dot::{DotKernel, MAX_NT};
+use crate::cpu::Isa;
 use crate::matrix::{check_matmul_args, Matrix, OutPtr};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -34,6 +36,7 @@ pub struct GgmlMatrix {
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    kernel: DotKernel,
 }
 
 impl GgmlMatrix {
@@ -43,9 +46,7 @@ impl GgmlMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<GgmlMatrix, MatrixError> {
-        if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8K) {
-            return Err(MatrixError::NotAWeightType { ty });
-        }
+        let kernel = DotKernel::best(ty).ok_or(MatrixError::NotAWeightType { ty })?;
         let row_bytes = ty.row_bytes(cols).ok_or(MatrixError::RowLength {
             ty,
             cols,
@@ -66,7 +67,20 @@ impl GgmlMatrix {
             rows,
             cols,
             row_bytes,
+            kernel,
         })
+    }
+
+    /// The same matrix multiplied with the kernels of level `isa` (tests and benchmarks compare
+    /// levels), or None when this CPU cannot run them.
+    pub fn with_isa(self, isa: Isa) -> Option<GgmlMatrix> {
+        let kernel = DotKernel::new(self.ty, isa)?;
+        Some(GgmlMatrix { kernel, ..self })
+    }
+
+    /// The dot-product kernel `matmul` uses.
+    pub fn kernel(&self) -> DotKernel {
+        self.kernel
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -94,20 +108,51 @@ impl Matrix for GgmlMatrix {
 
     fn matmul(&self, x: &[f32], n_tok: usize, y: &mut [f32]) {
         check_matmul_args(self, x, n_tok, y);
-        let (rows, cols) = (self.rows, self.cols);
+        let kernel = self.kernel;
+        // Quantize the activations once; every weight row then reads them as 8-bit blocks.
+        let quantized;
+        let (acts, stride) = match kernel.act_format() {
+            ActFormat::F32 => (bytemuck::cast_slice::<f32, u8>(x), 4 * self.cols),
+            format => {
+                quantized = QuantizedRows::new(kernel.isa(), format, x, self.cols);
+                (quantized.bytes(), quantized.row_bytes())
+            }
+        };
+        let plan = Tiles::new(self.rows, n_tok, self.row_bytes);
         let out = OutPtr(y.as_mut_ptr());
-        // Decode each weight row once and reuse it for every token of the batch.
-        (0..rows).into_par_iter().with_min_len(8).for_each_init(
-            || vec![0f32; cols],
-            |buf, r| {
-                self.dequantize_row(r, buf);
-                for t in 0..n_tok {
-                    let v = dot_f32(buf, &x[t * cols..(t + 1) * cols]);
-                    // SAFETY: t·rows + r < n_tok·rows = y.len(); row r belongs to this task.
-                    unsafe { out.write(t * rows + r, v) };
+        // One look through the shared buffer, not one per row.
+        let weights: &[u8] = &self.data;
+        let row_bytes = self.row_bytes;
+        let run = |task: usize| {
+            let (rows, toks) = plan.task(task);
+            for t in toks.clone().step_by(MAX_NT) {
+                let nt = MAX_NT.min(toks.end - t);
+                let x = &acts[t * stride..];
+                for r in rows.clone() {
+                    // SAFETY: the row is whole blocks of the kernel's type (checked at
+                    // construction), nt ≤ MAX_NT, and x holds tokens t..t+nt of the activations
+                    // in the kernel's format.
+                    let v = unsafe {
+                        kernel.dot_tile_unchecked(
+                            &weights[r * row_bytes..][..row_bytes],
+                            x,
+                            stride,
+                            nt,
+                        )
+                    };
+                    for (j, v) in v.iter().take(nt).enumerate() {
+                        // SAFETY: (t+j)·rows + r < n_tok·rows = y.len(); tasks own disjoint
+                        // (row, token) ranges.
+                        unsafe { out.write((t + j) * self.rows + r, *v) };
+                    }
                 }
-            },
-        );
+            }
+        };
+        if plan.n_tasks() == 1 {
+            run(0);
+        } else {
+            (0..plan.n_tasks()).into_par_iter().for_each(run);
+        }
     }
 
     fn dequantize_row(&self, r: usize, out: &mut [f32]) {
@@ -121,6 +166,70 @@ impl Matrix for GgmlMatrix {
 
     fn storage_bytes(&self) -> usize {
         self.data.len()
+    }
+}
+
+/// How a matmul splits into tasks: blocks of weight rows small enough to stay in the L1/L2
+/// cache while a block of tokens streams past them, four tokens per kernel call.
+struct Tiles {
+    rows: usize,
+    n_tok: usize,
+    rows_per_task: usize,
+    toks_per_task: usize,
+}
+
+impl Tiles {
+    /// Weight bytes per task: about half of a 32-48 KiB L1 data cache.
+    const TASK_WEIGHT_BYTES: usize = 16 << 10;
+    const TOKS_PER_TASK: usize = 64;
+    /// Below this much weight traffic (bytes × tokens), about 20 µs of one thread's work, waking
+    /// the other threads costs about as much as it saves (measured on decode of SmolLM2-135M,
+    /// whose per-layer matrices are 70-560 KB).
+    const SERIAL_WORK: usize = 256 << 10;
+
+    fn new(rows: usize, n_tok: usize, row_bytes: usize) -> Tiles {
+        if rows * row_bytes * n_tok <= Self::SERIAL_WORK {
+            return Tiles {
+                rows,
+                n_tok,
+                rows_per_task: rows.max(1),
+                toks_per_task: n_tok.max(1),
+            };
+        }
+        let cache_rows = (Self::TASK_WEIGHT_BYTES / row_bytes.max(1)).max(1);
+        // With a single token block nothing is re-read, so tasks only need to be many enough to
+        // balance the threads; fewer, larger ones cost less scheduling.
+        let rows_per_task = if n_tok <= MAX_NT {
+            cache_rows.max(rows.div_ceil(8 * rayon::current_num_threads()))
+        } else {
+            cache_rows
+        };
+        Tiles {
+            rows,
+            n_tok,
+            rows_per_task: rows_per_task.min(rows),
+            toks_per_task: n_tok.min(Self::TOKS_PER_TASK),
+        }
+    }
+
+    fn row_blocks(&self) -> usize {
+        self.rows.div_ceil(self.rows_per_task)
+    }
+
+    fn n_tasks(&self) -> usize {
+        self.row_blocks() * self.n_tok.div_ceil(self.toks_per_task)
+    }
+
+    /// The rows and tokens of task `i`; consecutive tasks share a token block so that its
+    /// activations are reused across row blocks.
+    fn task(&self, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (tb, rb) = (i / self.row_blocks(), i % self.row_blocks());
+        let r0 = rb * self.rows_per_task;
+        let t0 = tb * self.toks_per_task;
+        (
+            r0..(r0 + self.rows_per_task).min(self.rows),
+            t0..(t0 + self.toks_per_task).min(self.n_tok),
+        )
     }
 }
 
@@ -148,6 +257,31 @@ mod tests {
                     .sum();
                 assert!((y[t * rows + r] as f64 - want).abs() < 1e-4, "t={t} r={r}");
             }
+        }
+    }
+
+    #[test]
+    fn tiles_cover_every_row_and_token_once() {
+        for (rows, n_tok, row_bytes) in [
+            (1, 1, 18),
+            (37, 17, 54),
+            (576, 1, 324),
+            (576, 512, 324),
+            (49152, 1, 324),
+            (1000, 70, 144),
+            (3, 200, 100_000),
+        ] {
+            let plan = Tiles::new(rows, n_tok, row_bytes);
+            let mut seen = vec![0u8; rows * n_tok];
+            for i in 0..plan.n_tasks() {
+                let (rs, ts) = plan.task(i);
+                for t in ts {
+                    for r in rs.clone() {
+                        seen[t * rows + r] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|c| *c == 1), "{rows}x{n_tok}");
         }
     }
 

@@ -1,5 +1,10 @@
 //! Fast compute for the runtime: CPU SIMD kernels with run-time feature detection and scalar
 //! fallbacks. Formats are defined by `quant`; its reference codecs are these kernels' test oracle.
+//!
+//! Quantized matmul works as llama.cpp's CPU backend does: [`GgmlMatrix::matmul`] quantizes the
+//! activations once per call ([`cpu::q8`]: Q8_0, Q8_1 or Q8_K, by weight type), then runs integer
+//! dot products per block ([`cpu::vec_dot::DotKernel`], one per type and instruction-set level,
+//! picked when the matrix is built) over tiles of weight rows × tokens in parallel.
 
 pub mod cpu;
 pub mod ggml_matrix;

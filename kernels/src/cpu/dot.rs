@@ -2,7 +2,7 @@
 
 use super::features::features;
 
-/// Σ a[i]·b[i]. Lengths must match.
+/// `Σ a[i]·b[i]`. Lengths must match.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

@@ -10,6 +10,7 @@ pub struct CpuFeatures {
     pub f16c: bool,
     pub avx512f: bool,
     pub avx512bw: bool,
+    pub avx512vl: bool,
     pub avx512vnni: bool,
     pub avxvnni: bool,
     pub neon: bool,
@@ -20,6 +21,17 @@ impl CpuFeatures {
     /// AVX2 with FMA: the baseline x86 SIMD path.
     pub fn has_avx2_fma(&self) -> bool {
         self.avx2 && self.fma
+    }
+
+    /// What the x86 quantized kernels need: AVX2 and FMA, plus F16C for the f16 block scales.
+    pub fn has_avx2_kernels(&self) -> bool {
+        self.avx2 && self.fma && self.f16c
+    }
+
+    /// What the AVX-512 kernels need on top of the AVX2 ones: 512-bit float and byte/word
+    /// operations, and VNNI (`vpdpbusd`) on 256-bit vectors through AVX512VL.
+    pub fn has_avx512_kernels(&self) -> bool {
+        self.has_avx2_kernels() && self.avx512f && self.avx512bw && self.avx512vl && self.avx512vnni
     }
 
     fn detect() -> CpuFeatures {
@@ -35,6 +47,7 @@ impl CpuFeatures {
                 f16c: is_x86_feature_detected!("f16c"),
                 avx512f: is_x86_feature_detected!("avx512f"),
                 avx512bw: is_x86_feature_detected!("avx512bw"),
+                avx512vl: is_x86_feature_detected!("avx512vl"),
                 avx512vnni: is_x86_feature_detected!("avx512vnni"),
                 avxvnni: is_x86_feature_detected!("avxvnni"),
                 ..Default::default()
@@ -62,6 +75,7 @@ impl CpuFeatures {
             ("F16C", self.f16c),
             ("AVX512F", self.avx512f),
             ("AVX512BW", self.avx512bw),
+            ("AVX512VL", self.avx512vl),
             ("AVX512_VNNI", self.avx512vnni),
             ("AVX_VNNI", self.avxvnni),
             ("NEON", self.neon),
@@ -79,4 +93,45 @@ impl CpuFeatures {
 pub fn features() -> &'static CpuFeatures {
     static F: OnceLock<CpuFeatures> = OnceLock::new();
     F.get_or_init(CpuFeatures::detect)
+}
+
+/// An instruction-set level that a kernel table is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    /// x86_64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86_64 AVX2 level plus AVX-512 F/BW/VL/VNNI.
+    Avx512,
+    /// aarch64 NEON.
+    Neon,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    /// Whether this CPU (as `features()` reports it) can run kernels of this level.
+    pub fn is_available(self) -> bool {
+        let f = features();
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => cfg!(target_arch = "x86_64") && f.has_avx2_kernels(),
+            Isa::Avx512 => cfg!(target_arch = "x86_64") && f.has_avx512_kernels(),
+            Isa::Neon => cfg!(target_arch = "aarch64") && f.neon,
+        }
+    }
+
+    /// The widest level available, the one the dispatch tables use.
+    pub fn best() -> Isa {
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|i| i.is_available())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// Every level this CPU can run, narrowest first (tests run them all).
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
 }

@@ -2,6 +2,8 @@
 
 pub mod dot;
 pub mod features;
+pub mod q8;
+pub mod vec_dot;
 
 pub use dot::dot_f32;
-pub use features::{features, CpuFeatures};
+pub use features::{features, CpuFeatures, Isa};
