@@ -1,101 +1,37 @@
-//! The activation quantizers at every level against a transliteration of ggml's reference
-//! quantizers (quantize_row_q8_0_ref, _q8_1_ref, _q8_K_ref): the bytes must be identical.
+//! The activation quantizers at every level against quant's reference quantizers (ggml's
+//! quantize_row_q8_0_ref, _q8_1_ref, _q8_K_ref): the bytes must be identical.
 
 mod common;
 
 use bytemuck::Zeroable;
 use common::rng;
-use half::f16;
 use kernels::cpu::q8::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
 use kernels::cpu::Isa;
 use quant::ggml::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use rand::Rng;
 
-/// ggml: amax = max|x|; d = amax/127; id = d ? 1/d : 0; q = roundf(x·id).
+/// quant's reference activation quantizers (transliterations of ggml's `_ref` functions, checked
+/// against llama.cpp's own bytes in quant's tests), as vectors of blocks.
+fn reference<B: bytemuck::Pod + Zeroable>(
+    x: &[f32],
+    block: usize,
+    f: fn(&[f32], &mut [B]) -> Result<(), quant::ggml::CodecError>,
+) -> Vec<B> {
+    let mut out = vec![B::zeroed(); x.len() / block];
+    f(x, &mut out).unwrap();
+    out
+}
+
 fn ref_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
-    x.chunks(32)
-        .map(|x| {
-            let mut amax = 0f32;
-            for v in x {
-                if v.abs() > amax {
-                    amax = v.abs();
-                }
-            }
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut b = BlockQ8_0::zeroed();
-            b.d = f16::from_f32(d);
-            for (q, v) in b.qs.iter_mut().zip(x) {
-                *q = c_roundf(v * id) as i8;
-            }
-            b
-        })
-        .collect()
+    reference(x, 32, quant::ggml::quantize::quantize_row_q8_0)
 }
 
-/// ggml: as Q8_0, and s = fp16(Σq · d).
 fn ref_q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
-    ref_q8_0(x)
-        .iter()
-        .zip(x.chunks(32))
-        .map(|(b0, x)| {
-            let amax = x
-                .iter()
-                .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-            let d = amax / 127.0;
-            let sum: i32 = b0.qs.iter().map(|q| *q as i32).sum();
-            BlockQ8_1 {
-                d: b0.d,
-                s: f16::from_f32(sum as f32 * d),
-                qs: b0.qs,
-            }
-        })
-        .collect()
+    reference(x, 32, quant::ggml::quantize::quantize_row_q8_1)
 }
 
-/// ggml: max = the first value of largest magnitude; iscale = −127/max;
-/// q = min(127, nearest_int(iscale·x)) with nearest_int the 1.5·2²³ trick (ties to even);
-/// bsums of each 16; d = 1/iscale.
 fn ref_q8_k(x: &[f32]) -> Vec<BlockQ8K> {
-    x.chunks(256)
-        .map(|x| {
-            let mut b = BlockQ8K::zeroed();
-            let (mut max, mut amax) = (0f32, 0f32);
-            for &v in x {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            if amax == 0.0 {
-                return b;
-            }
-            let iscale = -127.0 / max;
-            for (q, v) in b.qs.iter_mut().zip(x) {
-                *q = nearest_int(iscale * v).min(127) as i8;
-            }
-            for j in 0..16 {
-                b.bsums[j] = (0..16).map(|i| b.qs[16 * j + i] as i16).sum();
-            }
-            b.d = 1.0 / iscale;
-            b
-        })
-        .collect()
-}
-
-/// C's roundf, spelled out: half-way cases away from zero.
-fn c_roundf(v: f32) -> f32 {
-    let t = v.trunc();
-    if (v - t).abs() >= 0.5 {
-        t + v.signum()
-    } else {
-        t
-    }
-}
-
-fn nearest_int(v: f32) -> i32 {
-    let f = v + 12582912.0;
-    (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+    reference(x, 256, quant::ggml::quantize::quantize_row_q8_k)
 }
 
 /// Rows of 512 values: random at several scales, and the edge cases of each format.
@@ -191,17 +127,4 @@ fn q8_k_matches_ggml_reference_bytes() {
             assert_eq!(got, want, "{isa:?}");
         }
     }
-}
-
-#[test]
-fn reference_rounding_is_what_the_tests_claim() {
-    // Guards the oracle itself: roundf goes away from zero, nearest_int to even.
-    assert_eq!(
-        (c_roundf(2.5), c_roundf(-3.5), c_roundf(0.49999997)),
-        (3.0, -4.0, 0.0)
-    );
-    assert_eq!(
-        (nearest_int(2.5), nearest_int(3.5), nearest_int(-2.5)),
-        (2, 4, -2)
-    );
 }

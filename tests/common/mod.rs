@@ -1,6 +1,8 @@
 //! Shared helpers of the end-to-end tests: where the real assets are, the built CLI, Python.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -135,3 +135,10 @@ impl Isa {
         Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
     }
 }
+
+/// Whether `QUANTIZE_ACTIVATIONS=f32` asks for unquantized activations in every matmul (the
+/// model's exact function; default: 8-bit activations as llama.cpp computes).
+pub fn exact_activations() -> bool {
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| std::env::var("QUANTIZE_ACTIVATIONS").is_ok_and(|v| v == "f32"))
+}

@@ -11,6 +11,7 @@ use quant::ggml::GgmlType;
 use super::features::Isa;
 use super::q8::ActFormat;
 
+mod exact;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
@@ -63,9 +64,24 @@ impl DotKernel {
         Some(DotKernel { ty, act, isa, tile })
     }
 
-    /// The widest kernel this CPU runs for `ty`.
+    /// The widest kernel this CPU runs for `ty`, or the exact kernel when
+    /// `QUANTIZE_ACTIVATIONS=f32` is set.
     pub fn best(ty: GgmlType) -> Option<DotKernel> {
+        if super::features::exact_activations() {
+            return DotKernel::exact(ty);
+        }
         DotKernel::new(ty, Isa::best())
+    }
+
+    /// Decodes weights with the reference codec and multiplies with unquantized f32 activations.
+    pub fn exact(ty: GgmlType) -> Option<DotKernel> {
+        ActFormat::for_weight(ty)?;
+        Some(DotKernel {
+            ty,
+            act: ActFormat::F32,
+            isa: Isa::Scalar,
+            tile: exact::kernel(ty)?,
+        })
     }
 
     pub fn weight_type(&self) -> GgmlType {
