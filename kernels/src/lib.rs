@@ -6,6 +6,7 @@
 //! dot products per block ([`cpu::vec_dot::DotKernel`], one per type and instruction-set level,
 //! picked when the matrix is built) over tiles of weight rows × tokens in parallel.
 
+pub mod attention;
 pub mod cpu;
 pub mod ggml_matrix;
 pub mod matrix;

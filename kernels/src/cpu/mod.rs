@@ -4,6 +4,7 @@ pub mod dot;
 pub mod features;
 pub mod q8;
 pub mod vec_dot;
+pub mod vecmath;
 
 pub use dot::dot_f32;
 pub use features::{features, CpuFeatures, Isa};

@@ -1,10 +1,9 @@
 //! The Llama-family forward pass: RMSNorm → attention (RoPE, GQA, causal, KV cache) → residual →
 //! RMSNorm → SwiGLU MLP → residual, then final norm and LM head.
 
-use kernels::cpu::dot_f32;
-use kernels::ops::{add_assign, rms_norm, softmax, swiglu};
+use kernels::attention::{causal_attention, AttnShape};
+use kernels::ops::{add_assign, rms_norm, swiglu};
 use quant::hf::LlamaConfig;
-use rayon::prelude::*;
 
 use super::kv::{KvCache, LayerKv};
 use super::rope::Rope;
@@ -57,7 +56,12 @@ impl Layer {
             ctx.rope.apply(&mut k[t * kw..(t + 1) * kw], pos0 + t);
         }
         kv.append(&k, &v);
-        let attn = attention(cfg, &q, n_tok, pos0, kv);
+        let shape = AttnShape {
+            n_head: cfg.num_attention_heads,
+            n_kv_head: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+        };
+        let attn = causal_attention(shape, &q, n_tok, pos0, &kv.k, &kv.v);
         see(LinearKind::O, &attn);
         add_assign(x, &self.o.forward(&attn, n_tok));
 
@@ -70,36 +74,6 @@ impl Layer {
         see(LinearKind::Down, &g);
         add_assign(x, &self.down.forward(&g, n_tok));
     }
-}
-
-/// Causal multi-head attention of `n_tok` queries (at positions pos0..) over the cache.
-fn attention(cfg: &LlamaConfig, q: &[f32], n_tok: usize, pos0: usize, kv: &LayerKv) -> Vec<f32> {
-    let (n_head, hd) = (cfg.num_attention_heads, cfg.head_dim);
-    let group = n_head / cfg.num_key_value_heads;
-    let width = kv.width;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = vec![0f32; n_tok * n_head * hd];
-    out.par_chunks_mut(hd)
-        .enumerate()
-        .for_each_init(Vec::new, |scores, (i, o)| {
-            let (t, h) = (i / n_head, i % n_head);
-            let off = (h / group) * hd;
-            let qh = &q[i * hd..(i + 1) * hd];
-            let total = pos0 + t + 1;
-            scores.clear();
-            scores.extend(
-                (0..total)
-                    .map(|j| dot_f32(qh, &kv.k[j * width + off..j * width + off + hd]) * scale),
-            );
-            softmax(scores);
-            for (j, &p) in scores.iter().enumerate() {
-                let vj = &kv.v[j * width + off..j * width + off + hd];
-                for (oo, vv) in o.iter_mut().zip(vj) {
-                    *oo += p * vv;
-                }
-            }
-        });
-    out
 }
 
 impl Model {
