@@ -21,7 +21,7 @@ fn exp_approx(x: f32) -> f32 {
     let p = p.mul_add(r, 8.333_452e-3);
     let p = p.mul_add(r, 4.166_579_6e-2);
     let p = p.mul_add(r, 1.666_666_5e-1);
-    let p = p.mul_add(r, 5.000_000_1e-1);
+    let p = p.mul_add(r, 0.5);
     let e = p.mul_add(r * r, r) + 1.0;
     // n is in −126..=127 after the clamp, so the shifted bits form a normal power of two.
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
