@@ -3,6 +3,7 @@
 pub mod forward;
 pub mod kv;
 pub mod rope;
+pub mod synthetic;
 pub mod weights;
 
 pub use forward::{BlockCtx, Observer};
