@@ -6,9 +6,10 @@
 //! must be planned in llama-quantize's order: `processing_order`.
 
 use std::cmp::Ordering;
+use std::path::Path;
 
 use super::types::GgmlType;
-use crate::gguf::{GgufError, GgufFile};
+use crate::gguf::{GgufError, GgufFile, Value};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MixError {
@@ -152,17 +153,45 @@ pub struct ModelFacts {
 impl ModelFacts {
     /// Reads the facts from a GGUF model's metadata and tensor names.
     pub fn from_gguf(g: &GgufFile) -> Result<ModelFacts, GgufError> {
-        let arch = g.req_str("general.architecture")?.to_owned();
+        ModelFacts::from_metadata(
+            &g.path,
+            &g.metadata,
+            g.tensors.iter().map(|t| t.name.as_str()),
+        )
+    }
+
+    /// Reads the facts from GGUF metadata and tensor names; `path` names the source in errors.
+    pub fn from_metadata<'a>(
+        path: &Path,
+        metadata: &[(String, Value)],
+        names: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<ModelFacts, GgufError> {
+        let meta_err = |key: &str, msg: String| GgufError::Meta {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            msg,
+        };
+        let get = |k: &str| metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        let arch_key = "general.architecture";
+        let arch = match get(arch_key) {
+            None => return Err(meta_err(arch_key, "missing".into())),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| meta_err(arch_key, format!("expected a string, found {v}")))?
+                .to_owned(),
+        };
         let key = |k: &str| format!("{arch}.{k}");
-        let n_layer = g.req_int(&key("block_count"))?;
-        let n_layer = usize::try_from(n_layer).map_err(|_| GgufError::Meta {
-            path: g.path.clone(),
-            key: key("block_count"),
-            msg: format!("{n_layer} is not a layer count"),
-        })?;
+        let block_count = key("block_count");
+        let n_layer = match get(&block_count) {
+            None => return Err(meta_err(&block_count, "missing".into())),
+            Some(v) => v
+                .as_i64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| meta_err(&block_count, format!("{v} is not a layer count")))?,
+        };
         let first = |k: &str| -> Result<Option<u32>, GgufError> {
             let k = key(k);
-            match g.get(&k) {
+            match get(&k) {
                 None => Ok(None),
                 // a per-layer array: llama.cpp's n_gqa() looks at layer 0
                 Some(v) => v
@@ -172,25 +201,20 @@ impl ModelFacts {
                     .as_i64()
                     .and_then(|i| u32::try_from(i).ok())
                     .map(Some)
-                    .ok_or_else(|| GgufError::Meta {
-                        path: g.path.clone(),
-                        key: k.clone(),
-                        msg: format!("expected a head count, found {v}"),
-                    }),
+                    .ok_or_else(|| meta_err(&k, format!("expected a head count, found {v}"))),
             }
         };
         let n_head = first("attention.head_count")?.unwrap_or(0);
         let n_head_kv = first("attention.head_count_kv")?.unwrap_or(n_head);
         let n_expert = first("expert_count")?.unwrap_or(0);
-        let names = || g.tensors.iter().map(|t| t.name.as_str());
         Ok(ModelFacts {
             arch,
             n_layer,
             n_head,
             n_head_kv,
             n_expert,
-            has_output: names().any(|n| n == "output.weight"),
-            n_attention_wv: names().filter(|n| counts_as_attn_v(n)).count(),
+            has_output: names.clone().any(|n| n == "output.weight"),
+            n_attention_wv: names.filter(|n| counts_as_attn_v(n)).count(),
         })
     }
 

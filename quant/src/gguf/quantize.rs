@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::reader::{GgufError, GgufFile, TensorInfo};
+use super::reader::{GgufError, GgufFile};
+use super::source::TensorSource;
 use super::value::Value;
 use super::writer::{GgufWriteError, GgufWriter, TensorDesc};
 use crate::ggml::mix::{processing_order, MixError, MixOptions, MixPlanner, ModelFacts};
@@ -116,15 +117,25 @@ pub struct QuantizeReport {
 }
 
 /// A tensor's plan: its input description and output type.
-struct Planned<'f> {
-    info: &'f TensorInfo,
+struct Planned {
+    /// Index into the source's tensors.
+    index: usize,
+    info: TensorDesc,
     to: GgmlType,
     imatrix: Option<Vec<f32>>,
 }
 
-impl Planned<'_> {
+impl Planned {
     fn converts(&self) -> bool {
         self.to != self.info.ty
+    }
+
+    fn row_len(&self) -> usize {
+        self.info.dims[0] as usize
+    }
+
+    fn n_rows(&self) -> usize {
+        self.info.dims[1..].iter().product::<u64>() as usize
     }
 }
 
@@ -133,17 +144,30 @@ pub fn quantize_model(
     input: &Path,
     output: &Path,
     params: &QuantizeParams,
+    on_tensor: impl FnMut(&TensorReport),
+) -> Result<QuantizeReport, QuantizeModelError> {
+    quantize_source(&GgufFile::open(input)?, output, params, on_tensor)
+}
+
+/// Quantizes the model `source` describes into the GGUF file `output`, tensor by tensor, calling
+/// `on_tensor` after each.
+pub fn quantize_source(
+    source: &dyn TensorSource,
+    output: &Path,
+    params: &QuantizeParams,
     mut on_tensor: impl FnMut(&TensorReport),
 ) -> Result<QuantizeReport, QuantizeModelError> {
-    let model = GgufFile::open(input)?;
+    let input = source.path();
+    let mut tensors: Vec<(usize, TensorDesc)> = source.tensors().into_iter().enumerate().collect();
+    let names = tensors.iter().map(|(_, t)| t.name.as_str());
+    let facts = ModelFacts::from_metadata(input, source.metadata(), names)?;
     let mut opts = params.mix.clone();
     opts.has_imatrix = params.imatrix.is_some();
-    let mut planner = MixPlanner::new(ModelFacts::from_gguf(&model)?, opts);
+    let mut planner = MixPlanner::new(facts, opts);
 
-    let mut order: Vec<&TensorInfo> = model.tensors.iter().collect();
-    order.sort_by(|a, b| processing_order(&a.name, &b.name));
-    let mut plan = Vec::with_capacity(order.len());
-    for info in order {
+    tensors.sort_by(|a, b| processing_order(&a.1.name, &b.1.name));
+    let mut plan = Vec::with_capacity(tensors.len());
+    for (index, info) in tensors {
         let to = planner
             .plan(&info.name, &info.dims, info.ty)
             .map_err(|source| QuantizeModelError::Mix {
@@ -151,6 +175,7 @@ pub fn quantize_model(
                 source,
             })?;
         plan.push(Planned {
+            index,
             info,
             to,
             imatrix: None,
@@ -170,7 +195,7 @@ pub fn quantize_model(
         None => Vec::new(),
     };
 
-    let metadata = output_metadata(&model, params);
+    let metadata = output_metadata(source.metadata(), params);
     let descs = plan
         .iter()
         .map(|p| TensorDesc::new(p.info.name.clone(), p.info.dims.clone(), p.to))
@@ -178,13 +203,13 @@ pub fn quantize_model(
     let mut writer = GgufWriter::create(output, &metadata, descs)?;
     let mut reports = Vec::with_capacity(plan.len());
     for (index, p) in plan.iter().enumerate() {
-        let src = model.tensor_data(p.info);
+        let src = source.tensor_data(p.index);
         let converted;
         let data = if p.converts() {
-            converted = convert(&model.path, p, src)?;
+            converted = convert(input, p, &src)?;
             &converted[..]
         } else {
-            src
+            &src[..]
         };
         writer.write_tensor(&p.info.name, data)?;
         let report = TensorReport {
@@ -198,6 +223,8 @@ pub fn quantize_model(
             bytes_out: data.len() as u64,
             used_imatrix: p.imatrix.is_some(),
         };
+        drop(src);
+        source.release(p.index);
         on_tensor(&report);
         reports.push(report);
     }
@@ -239,7 +266,7 @@ fn attach_imatrix(
         };
         matched += 1;
         let ne2 = p.info.dims.get(2).copied().unwrap_or(1) as usize;
-        let want = p.info.row_len() * ne2;
+        let want = p.row_len() * ne2;
         if values.len() == want {
             p.imatrix = Some(values);
         } else if p.info.name != "token_embd.weight" {
@@ -247,7 +274,7 @@ fn attach_imatrix(
                 "{}: {} values, the tensor needs {want} ({} columns x {ne2} matrices)",
                 p.info.name,
                 values.len(),
-                p.info.row_len()
+                p.row_len()
             ));
         }
     }
@@ -276,8 +303,8 @@ fn attach_imatrix(
 
 /// The input's metadata with llama-quantize's changes: quantization version and file type set
 /// (moved to the end, as gguf's set does), split keys dropped, and the imatrix provenance keys.
-fn output_metadata(model: &GgufFile, params: &QuantizeParams) -> Vec<(String, Value)> {
-    let mut meta = model.metadata.clone();
+fn output_metadata(source: &[(String, Value)], params: &QuantizeParams) -> Vec<(String, Value)> {
+    let mut meta = source.to_vec();
     let mut set = |key: &str, v: Value| {
         meta.retain(|(k, _)| k != key);
         meta.push((key.to_owned(), v));
@@ -326,9 +353,9 @@ fn rows_per_task(n_per_row: usize) -> usize {
 /// Converts one tensor: each row decoded to f32 and encoded to the target type, rows in
 /// parallel, each expert matrix with its own slice of the importance vector.
 fn convert(path: &Path, p: &Planned, src: &[u8]) -> Result<Vec<u8>, QuantizeModelError> {
-    let info = p.info;
+    let info = &p.info;
     let name = || info.name.clone();
-    let n_per_row = info.row_len();
+    let n_per_row = p.row_len();
     let src_row = info.ty.row_bytes(n_per_row).unwrap_or(0);
     let dst_row =
         p.to.row_bytes(n_per_row)
@@ -353,7 +380,7 @@ fn convert(path: &Path, p: &Planned, src: &[u8]) -> Result<Vec<u8>, QuantizeMode
         .max(1);
     let per_task = rows_per_task(n_per_row);
 
-    let mut out = vec![0u8; dst_row * info.n_rows()];
+    let mut out = vec![0u8; dst_row * p.n_rows()];
     out.par_chunks_mut(dst_row * per_task)
         .enumerate()
         .try_for_each(|(task, chunk)| {

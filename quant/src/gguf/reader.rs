@@ -454,9 +454,31 @@ impl GgufFile {
         SharedBytes::new(self.map.clone(), start..start + t.n_bytes() as usize)
     }
 
+    /// Lets the kernel drop the tensor's pages from this process's resident memory (the file
+    /// stays in the page cache; a later read faults them back in). A hint: failures are ignored.
+    pub fn release_tensor(&self, t: &TensorInfo) {
+        release_pages(
+            &self.map,
+            (self.data_offset + t.offset) as usize,
+            t.n_bytes() as usize,
+        );
+    }
+
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
     }
+}
+
+/// Drops `len` bytes from `start` of a read-only file map from resident memory.
+pub fn release_pages(map: &Mmap, start: usize, len: usize) {
+    #[cfg(unix)]
+    // SAFETY: the map is a read-only shared mapping of a file: MADV_DONTNEED only discards the
+    // process's page-table entries, and any later access reads the same bytes back from the file.
+    unsafe {
+        let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len);
+    }
+    #[cfg(not(unix))]
+    let _ = (map, start, len);
 }
 
 #[cfg(test)]
