@@ -20,6 +20,8 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Generate a continuation of a prompt.
     Generate(cmd::generate::Args),
+    /// Quantize a Hugging Face folder or GGUF file to a llama.cpp GGUF type (byte-identical to llama-quantize).
+    Gguf(cmd::gguf::Args),
     /// Show a model file's or folder's tensors, types, shapes, bits per weight and metadata.
     Inspect(cmd::inspect::Args),
 }
@@ -48,6 +50,7 @@ fn main() {
     let result = match cli.command {
         Command::Convert(a) => cmd::convert::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Gguf(a) => cmd::gguf::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
     };
     if let Err(e) = result {

@@ -124,7 +124,7 @@ impl LinearLayout for DenseLayout {
 pub type QuantizedLinears = BTreeMap<LinearKind, Vec<Vec<u8>>>;
 
 /// Maps row `r` of a rotate-half matrix to the row holding it in the adjacent-pair layout.
-fn adjacent_row(r: usize, head_dim: usize) -> usize {
+pub(crate) fn adjacent_row(r: usize, head_dim: usize) -> usize {
     let (head, j) = (r / head_dim, r % head_dim);
     let half = head_dim / 2;
     head * head_dim + if j < half { 2 * j } else { 2 * (j - half) + 1 }

@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod generate;
+pub mod hf_gguf;
 pub mod loader;
 pub mod model;
 pub mod tokenizer;

@@ -3,15 +3,18 @@
 
 pub mod convert;
 pub mod generate;
+pub mod gguf;
+pub mod hub;
 pub mod inspect;
 
 use std::path::Path;
 
 use anyhow::Context;
 
-/// Loads a model for a command (the loader's errors name the file).
+/// Loads a model for a command (the loader's errors name the file); a Hub repository id resolves
+/// to its snapshot in the local Hugging Face cache.
 pub fn load_model(path: &Path) -> anyhow::Result<runtime::Model> {
-    Ok(runtime::load(path)?)
+    Ok(runtime::load(&hub::resolve_model(path)?)?)
 }
 
 /// The model's tokenizer, or an error saying the model has none.

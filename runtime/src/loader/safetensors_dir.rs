@@ -130,6 +130,17 @@ impl SafetensorsDir {
         SharedBytes::new(self.files[e.file].1.clone(), e.start..e.end)
     }
 
+    /// The tensor's bytes, borrowed from its file's memory map.
+    pub fn slice(&self, e: &TensorEntry) -> &[u8] {
+        &self.files[e.file].1[e.start..e.end]
+    }
+
+    /// Lets the tensor's pages leave this process's resident memory (see
+    /// `quant::gguf::reader::release_pages`).
+    pub fn release(&self, e: &TensorEntry) {
+        quant::gguf::reader::release_pages(&self.files[e.file].1, e.start, e.end - e.start);
+    }
+
     /// An entry with a required dtype and shape.
     pub fn expect(
         &self,

@@ -27,7 +27,7 @@ const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 
 /// The pre-tokenizer of a byte-level BPE vocabulary, as its original tokenizer.json defines it,
 /// keyed by llama.cpp's `tokenizer.ggml.pre` names.
-fn bpe_pre_tokenizer(pre: &str) -> Option<(PreTokenizerWrapper, bool)> {
+pub(crate) fn bpe_pre_tokenizer(pre: &str) -> Option<(PreTokenizerWrapper, bool)> {
     let split = |re: &str| -> PreTokenizerWrapper {
         Split::new(
             SplitPattern::Regex(re.into()),

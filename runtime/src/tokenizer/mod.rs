@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use chat::{ChatMessage, ChatTemplate};
+pub(crate) use gguf_vocab::bpe_pre_tokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
