@@ -76,3 +76,18 @@ pub fn compare_with_reference() -> Comparison {
         mean_diff: sum_diff / n as f64,
     }
 }
+
+/// The float64 reference's logits (tests/oracle/llama_ref.py) of every position of each token
+/// list, for a GGUF file or a Hugging Face folder.
+pub fn reference_logits(model: &std::path::Path, tokens: &[Vec<u32>]) -> Vec<Vec<Vec<f64>>> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tj, rj) = (tmp.path().join("t.json"), tmp.path().join("r.json"));
+    std::fs::write(&tj, serde_json::to_string(tokens).unwrap()).unwrap();
+    let out = super::python()
+        .arg(super::oracle("llama_ref.py"))
+        .args([model, &tj, &rj])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "oracle: {}", super::stderr(&out));
+    serde_json::from_str(&std::fs::read_to_string(&rj).unwrap()).unwrap()
+}
