@@ -22,6 +22,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Quantize a Hugging Face folder or GGUF file to a llama.cpp GGUF type (byte-identical to llama-quantize).
     Gguf(cmd::gguf::Args),
+    /// Collect an importance matrix (llama-imatrix's method and file formats).
+    Imatrix(cmd::imatrix::Args),
     /// Show a model file's or folder's tensors, types, shapes, bits per weight and metadata.
     Inspect(cmd::inspect::Args),
 }
@@ -51,6 +53,7 @@ fn main() {
         Command::Convert(a) => cmd::convert::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Gguf(a) => cmd::gguf::run(a),
+        Command::Imatrix(a) => cmd::imatrix::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
     };
     if let Err(e) = result {

@@ -2,6 +2,7 @@
 //! layer-by-layer pipeline that feeds quant's algorithms one block at a time.
 
 pub mod data;
+pub mod imatrix;
 pub mod stats;
 
 pub use data::{load, CalibError, CalibOptions, CalibSet};

@@ -305,6 +305,81 @@ impl Imatrix {
     }
 }
 
+impl Imatrix {
+    /// Writes llama-imatrix's legacy .dat format (the one llama-quantize c392e50 reads). Entries
+    /// are stored as llama-imatrix stores them, `(Σx² / rows) · ncall` with one call per chunk;
+    /// entries read from a legacy file are written back unchanged. Entries with a matrix that saw
+    /// no input are left out, as llama-imatrix does; their names are returned.
+    pub fn write_legacy(&self, path: impl AsRef<Path>) -> Result<Vec<String>, ImatrixError> {
+        let path = path.as_ref();
+        let invalid = |field: &str, msg: String| ImatrixError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            msg,
+        };
+        let ncall = match self.format {
+            ImatrixFormat::Legacy => None,
+            ImatrixFormat::Gguf if self.chunk_count > 0 => Some(self.chunk_count as f32),
+            ImatrixFormat::Gguf => {
+                return Err(invalid(
+                    "chunk count",
+                    "0: the legacy format needs the number of chunks".into(),
+                ))
+            }
+        };
+        let len32 = |field: &str, n: usize| {
+            i32::try_from(n)
+                .map_err(|_| invalid(field, format!("{n} does not fit the format's 32-bit field")))
+        };
+        let mut body = Vec::new();
+        let mut skipped = Vec::new();
+        let mut n_entries = 0;
+        for (name, e) in &self.entries {
+            let n_mat = e.n_mat().max(1);
+            let n_cols = e.in_sum2.len() / n_mat;
+            if e.counts.iter().any(|&c| c <= 0.0) {
+                skipped.push(name.clone());
+                continue;
+            }
+            let (calls, values): (f32, Vec<f32>) = match ncall {
+                None => (e.counts[0], e.in_sum2.clone()),
+                Some(calls) => {
+                    let v = e
+                        .in_sum2
+                        .chunks(n_cols.max(1))
+                        .zip(&e.counts)
+                        .flat_map(|(run, &rows)| run.iter().map(move |s| s / rows * calls))
+                        .collect();
+                    (calls, v)
+                }
+            };
+            n_entries += 1;
+            body.extend(len32("entry name", name.len())?.to_le_bytes());
+            body.extend(name.as_bytes());
+            body.extend((calls as i32).to_le_bytes());
+            body.extend(len32("entry value count", values.len())?.to_le_bytes());
+            values.iter().for_each(|v| body.extend(v.to_le_bytes()));
+        }
+        if n_entries == 0 {
+            return Err(invalid("entries", "none with data to write".into()));
+        }
+        let mut bytes = len32("entry count", n_entries)?.to_le_bytes().to_vec();
+        bytes.extend(body);
+        bytes.extend(len32("chunk count", self.chunk_count as usize)?.to_le_bytes());
+        let dataset = self.datasets.first().map_or("", String::as_str);
+        bytes.extend(len32("dataset name", dataset.len())?.to_le_bytes());
+        bytes.extend(dataset.as_bytes());
+        let io = |source| ImatrixError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let out = crate::atomic::AtomicOutput::file(path).map_err(io)?;
+        std::fs::write(out.path(), &bytes).map_err(io)?;
+        out.commit().map_err(io)?;
+        Ok(skipped)
+    }
+}
+
 struct LegacyReader<'a> {
     path: &'a Path,
     bytes: &'a [u8],
@@ -376,6 +451,65 @@ mod tests {
     }
 
     const SUMS: [f32; 4] = [3.0, 1.0, 0.1, 7.5];
+
+    #[test]
+    fn legacy_writing_keeps_the_importance_and_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |sums: &[f32], counts: &[f32]| ImatrixEntry {
+            in_sum2: sums.to_vec(),
+            counts: counts.to_vec(),
+        };
+        let mut entries = BTreeMap::new();
+        entries.insert("blk.0.ffn_up.weight".to_owned(), entry(&SUMS, &[512.0]));
+        // two experts seen by different numbers of rows
+        entries.insert(
+            "blk.0.ffn_up_exps.weight".to_owned(),
+            entry(&SUMS, &[4.0, 2.0]),
+        );
+        entries.insert(
+            "blk.1.ffn_up_exps.weight".to_owned(),
+            entry(&SUMS, &[4.0, 0.0]),
+        );
+        let im = Imatrix {
+            format: ImatrixFormat::Gguf,
+            entries,
+            datasets: vec!["calib.txt".into()],
+            chunk_count: 3,
+            chunk_size: 512,
+        };
+        let path = dir.path().join("out.dat");
+        let skipped = im.write_legacy(&path).unwrap();
+        assert_eq!(skipped, ["blk.1.ffn_up_exps.weight"]);
+        // byte layout as the format description has it
+        let s = |v: &[f32], r: f32| v.iter().map(|x| x / r * 3.0).collect::<Vec<f32>>();
+        let want = legacy_bytes(
+            &[
+                ("blk.0.ffn_up.weight", 3, &s(&SUMS, 512.0)),
+                (
+                    "blk.0.ffn_up_exps.weight",
+                    3,
+                    &[s(&SUMS[..2], 4.0), s(&SUMS[2..], 2.0)].concat(),
+                ),
+            ],
+            Some((3, "calib.txt")),
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        let back = Imatrix::read(&path).unwrap();
+        for (name, e) in &im.entries {
+            let Some(got) = back.importance(name) else {
+                continue;
+            };
+            let want = im.importance(name).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-6 * b.abs(), "{name}: {a} vs {b}");
+            }
+            assert_eq!(e.n_mat(), if name.contains("exps") { 2 } else { 1 });
+        }
+        // a legacy file is written back byte for byte
+        let path2 = dir.path().join("again.dat");
+        back.write_legacy(&path2).unwrap();
+        assert_eq!(std::fs::read(&path2).unwrap(), want);
+    }
 
     #[test]
     fn reads_legacy_and_divides_by_calls() {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use quant::ggml::mix::{LlamaFtype, MixOptions};
 use quant::ggml::GgmlType;
 use quant::gguf::{
@@ -137,8 +137,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         progress.set_length(t.total as u64);
         progress.set_position(t.index as u64 + 1);
         progress.set_message(format!("{} -> {}", t.name, t.to));
-    })
-    .with_context(|| format!("quantizing {} to {}", path.display(), a.out.display()))?;
+    })?;
     progress.finish_and_clear();
     let summary = summarize(&path, &a, &report, t0.elapsed().as_secs_f64());
     if a.json {

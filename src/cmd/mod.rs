@@ -5,6 +5,7 @@ pub mod convert;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
+pub mod imatrix;
 pub mod inspect;
 
 use std::path::Path;

@@ -28,34 +28,30 @@ pub enum QuantizeModelError {
     Read(#[from] GgufError),
     #[error(transparent)]
     Write(#[from] GgufWriteError),
-    #[error("{path}: {source}")]
-    Mix {
-        path: PathBuf,
-        #[source]
-        source: MixError,
-    },
+    // The variants below carry their cause in the message (the cause is the detail worth
+    // reading), so it is not also reported as an error source.
+    #[error("{path}: {error}")]
+    Mix { path: PathBuf, error: MixError },
     #[error(
-        "{path}: tensor {name} is already {ty}; requantizing loses quality and needs allow_requantize"
+        "{path}: tensor {name} is already {ty}; requantizing loses quality, allow it explicitly (--allow-requantize)"
     )]
     Requantize {
         path: PathBuf,
         name: String,
         ty: GgmlType,
     },
-    #[error("{path}: tensor {name}: cannot read {ty} data: {source}")]
+    #[error("{path}: tensor {name}: cannot read {ty} data: {error}")]
     Decode {
         path: PathBuf,
         name: String,
         ty: GgmlType,
-        #[source]
-        source: CodecError,
+        error: CodecError,
     },
-    #[error("{path}: tensor {name}: {source}")]
+    #[error("{path}: tensor {name}: {error}")]
     Encode {
         path: PathBuf,
         name: String,
-        #[source]
-        source: QuantizeError,
+        error: QuantizeError,
     },
     #[error("{path}: tensor {name}: the {ty} result holds a non-finite value (block {block})")]
     NonFinite {
@@ -170,9 +166,9 @@ pub fn quantize_source(
     for (index, info) in tensors {
         let to = planner
             .plan(&info.name, &info.dims, info.ty)
-            .map_err(|source| QuantizeModelError::Mix {
+            .map_err(|error| QuantizeModelError::Mix {
                 path: input.to_owned(),
-                source,
+                error,
             })?;
         plan.push(Planned {
             index,
@@ -369,7 +365,7 @@ fn convert(path: &Path, p: &Planned, src: &[u8]) -> Result<Vec<u8>, QuantizeMode
                 QuantizeModelError::Encode {
                     path: path.to_owned(),
                     name: name(),
-                    source: source.into(),
+                    error: source.into(),
                 }
             })?;
     let ne1 = info.dims.get(1).copied().unwrap_or(1) as usize;
@@ -388,11 +384,11 @@ fn convert(path: &Path, p: &Planned, src: &[u8]) -> Result<Vec<u8>, QuantizeMode
             for (k, dst) in chunk.chunks_exact_mut(dst_row).enumerate() {
                 let r = task * per_task + k;
                 dequantize_row(info.ty, &src[r * src_row..(r + 1) * src_row], &mut row).map_err(
-                    |source| QuantizeModelError::Decode {
+                    |error| QuantizeModelError::Decode {
                         path: path.to_owned(),
                         name: name(),
                         ty: info.ty,
-                        source,
+                        error,
                     },
                 )?;
                 let m = (r / ne1) % n_mat;
@@ -400,10 +396,10 @@ fn convert(path: &Path, p: &Planned, src: &[u8]) -> Result<Vec<u8>, QuantizeMode
                     .imatrix
                     .as_ref()
                     .map(|v| &v[m * n_per_row..(m + 1) * n_per_row]);
-                quantize_row(p.to, &row, dst, w).map_err(|source| QuantizeModelError::Encode {
+                quantize_row(p.to, &row, dst, w).map_err(|error| QuantizeModelError::Encode {
                     path: path.to_owned(),
                     name: name(),
-                    source,
+                    error,
                 })?;
             }
             Ok::<(), QuantizeModelError>(())
