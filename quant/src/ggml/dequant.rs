@@ -53,11 +53,19 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), C
                 *d = f32::from_le_bytes(c.try_into().unwrap());
             }
         }
-        GgmlType::F16 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+        GgmlType::F16 => match bytemuck::try_cast_slice::<u8, f16>(src) {
+            // half converts whole slices with F16C where the CPU has it (exact either way)
+            #[cfg(target_endian = "little")]
+            Ok(halves) => {
+                use half::slice::HalfFloatSliceExt;
+                halves.convert_to_f32_slice(dst);
             }
-        }
+            _ => {
+                for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                    *d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+        },
         GgmlType::BF16 => {
             for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
                 *d = bf16::from_le_bytes([c[0], c[1]]).to_f32();

@@ -7,7 +7,7 @@ use crate::ggml::types::{GgmlType, QK_K};
 use crate::ggml::CodecError;
 
 use super::legacy;
-use super::numeric::{abs_max, c_max, c_trunc, nearest_int, to_f16};
+use super::numeric::{abs_max, c_max, nearest_int, round_c_int, to_f16};
 
 /// Checks that `n` source elements fill exactly `blocks` blocks of `ty`.
 fn check(ty: GgmlType, n: usize, blocks: usize) -> Result<(), CodecError> {
@@ -42,7 +42,7 @@ pub fn quantize_row_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) -> Result<(), Codec
         let amax = x.iter().fold(0f32, |m, &v| c_max(m, v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let qs: [i8; 32] = std::array::from_fn(|j| c_trunc((x[j] * id).round()) as i8);
+        let qs: [i8; 32] = std::array::from_fn(|j| round_c_int(x[j] * id) as i8);
         // ggml adds the pairs (j, j+16) in that order; integer sums are order-free anyway
         let sum: i32 = qs.iter().map(|&q| q as i32).sum();
         *b = BlockQ8_1 {

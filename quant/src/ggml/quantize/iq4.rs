@@ -36,6 +36,7 @@ fn best_index(x: f32) -> u8 {
 }
 
 /// Weighted sums Σw·q·x and Σw·q² of indexing `x` at inverse scale `id`.
+#[inline(always)]
 fn fit(x: &[f32], w: &[f32], id: f32) -> (f32, f32) {
     let (mut sumqx, mut sumq2) = (0f32, 0f32);
     for (&xj, &wj) in x.iter().zip(w) {
@@ -48,6 +49,7 @@ fn fit(x: &[f32], w: &[f32], id: f32) -> (f32, f32) {
 }
 
 /// The best scale of one 32-element block, or None for a block of (near) zeros.
+#[inline(always)]
 fn block_scale(x: &[f32], w: &[f32]) -> Option<f32> {
     let (amax, max) = abs_max(x);
     if amax < GROUP_MAX_EPS {
@@ -86,6 +88,7 @@ fn pack(levels: &[u8; BLOCK]) -> [u8; 16] {
     std::array::from_fn(|j| levels[j] | (levels[j + 16] << 4))
 }
 
+#[inline(always)]
 pub fn iq4_nl(x: &[f32], qw: Option<&[f32]>) -> BlockIQ4NL {
     let w = weights(x, qw, sigma2(x));
     let d = block_scale(x, &w).unwrap_or(0.0);
@@ -97,6 +100,7 @@ pub fn iq4_nl(x: &[f32], qw: Option<&[f32]>) -> BlockIQ4NL {
     }
 }
 
+#[inline(always)]
 pub fn iq4_xs(x: &[f32], qw: Option<&[f32]>) -> BlockIQ4XS {
     let sigma2 = sigma2(x);
     let mut scales = [0f32; QK_K / BLOCK];

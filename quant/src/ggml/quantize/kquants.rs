@@ -11,7 +11,7 @@ use crate::ggml::types::QK_K;
 
 use super::numeric::{abs_max, c_max, nearest_int, to_f16, GROUP_MAX_EPS};
 use super::search::{
-    make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants, AffineGrid, GRID_IMATRIX,
+    make_q3_quants, make_qkx_quants_x8, make_qp_quants, make_qx_quants, AffineGrid, GRID_IMATRIX,
     GRID_Q2K, GRID_Q4K, GRID_Q5K,
 };
 
@@ -43,17 +43,21 @@ fn pack_2bit(levels: &[u8; QK_K]) -> [u8; QK_K / 4] {
 
 // ---------------------------------------------------------------------------------------- Q2_K
 
+#[inline(always)]
 pub fn q2_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ2K {
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
     let (d, dmin, packed) = match qw {
         None => {
-            for j in 0..16 {
-                let xs = &x[16 * j..16 * j + 16];
-                let w: [f32; 16] = std::array::from_fn(|l| xs[l].abs());
-                let fit = make_qkx_quants(3, xs, &w, &mut levels[16 * j..16 * j + 16], GRID_Q2K);
-                (scales[j], mins[j]) = (fit.scale, fit.min);
+            let w: [f32; QK_K] = std::array::from_fn(|l| x[l].abs());
+            for h in 0..2 {
+                let r = 128 * h..128 * h + 128;
+                let fits =
+                    make_qkx_quants_x8(3, &x[r.clone()], &w[r.clone()], &mut levels[r], GRID_Q2K);
+                for (j, fit) in fits.iter().enumerate() {
+                    (scales[8 * h + j], mins[8 * h + j]) = (fit.scale, fit.min);
+                }
             }
             let (ls, d) = quantize_to_max(&scales, 15.0);
             let (lm, dmin) = quantize_to_max(&mins, 15.0);
@@ -63,13 +67,25 @@ pub fn q2_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ2K {
         Some(qw) => {
             let sigma2 = sigma2(x, 1.0);
             let mut sw = [0f32; 16];
+            let mut w = [0f32; QK_K];
             for j in 0..16 {
                 let xs = &x[16 * j..16 * j + 16];
-                let (w, sum) = imatrix_weights::<16>(xs, &qw[16 * j..], sigma2);
+                let (wj, sum) = imatrix_weights::<16>(xs, &qw[16 * j..], sigma2);
+                w[16 * j..16 * j + 16].copy_from_slice(&wj);
                 sw[j] = sum;
-                let fit =
-                    make_qkx_quants(3, xs, &w, &mut levels[16 * j..16 * j + 16], GRID_IMATRIX);
-                (scales[j], mins[j]) = (fit.scale, fit.min);
+            }
+            for h in 0..2 {
+                let r = 128 * h..128 * h + 128;
+                let fits = make_qkx_quants_x8(
+                    3,
+                    &x[r.clone()],
+                    &w[r.clone()],
+                    &mut levels[r],
+                    GRID_IMATRIX,
+                );
+                for (j, fit) in fits.iter().enumerate() {
+                    (scales[8 * h + j], mins[8 * h + j]) = (fit.scale, fit.min);
+                }
             }
             let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
             let d = make_qp_quants(15, &scales, &mut ls, &sw);
@@ -112,6 +128,7 @@ fn quantize_to_max(v: &[f32; 16], nmax: f32) -> ([u8; 16], f32) {
 
 // ---------------------------------------------------------------------------------------- Q3_K
 
+#[inline(always)]
 pub fn q3_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ3K {
     let mut levels = [0i8; QK_K];
     let mut scales = [0f32; 16];
@@ -225,6 +242,7 @@ struct AffineSuperBlock {
     levels: [u8; QK_K],
 }
 
+#[inline(always)]
 fn affine_8x32(x: &[f32], qw: Option<&[f32]>, kind: &AffineKind) -> AffineSuperBlock {
     let nmax = kind.nmax;
     let mut levels = [0u8; QK_K];
@@ -232,13 +250,16 @@ fn affine_8x32(x: &[f32], qw: Option<&[f32]>, kind: &AffineKind) -> AffineSuperB
     let mut mins = [0f32; 8];
     let (d, dmin, ls, lm) = match qw {
         None => {
-            for j in 0..8 {
-                let xs = &x[32 * j..32 * j + 32];
+            let mut w = [0f32; QK_K];
+            for (ws, xs) in w.chunks_exact_mut(32).zip(x.chunks_exact(32)) {
                 let sum_x2 = xs.iter().fold(0f32, |s, &v| s + v * v);
                 let av_x = (sum_x2 / 32.0).sqrt();
-                let w: [f32; 32] = std::array::from_fn(|l| av_x + xs[l].abs());
-                let fit =
-                    make_qkx_quants(nmax, xs, &w, &mut levels[32 * j..32 * j + 32], kind.grid);
+                for (wl, xl) in ws.iter_mut().zip(xs) {
+                    *wl = av_x + xl.abs();
+                }
+            }
+            let fits = make_qkx_quants_x8(nmax, x, &w, &mut levels, kind.grid);
+            for (j, fit) in fits.iter().enumerate() {
                 (scales[j], mins[j]) = (fit.scale, fit.min);
             }
             let max_scale = scales.iter().fold(0f32, |m, &s| c_max(s, m));
@@ -256,12 +277,15 @@ fn affine_8x32(x: &[f32], qw: Option<&[f32]>, kind: &AffineKind) -> AffineSuperB
         Some(qw) => {
             let sigma2 = sigma2(x, 2.0);
             let mut sw = [0f32; 8];
+            let mut w = [0f32; QK_K];
             for j in 0..8 {
                 let xs = &x[32 * j..32 * j + 32];
-                let (w, sum) = imatrix_weights::<32>(xs, &qw[32 * j..], sigma2);
+                let (wj, sum) = imatrix_weights::<32>(xs, &qw[32 * j..], sigma2);
+                w[32 * j..32 * j + 32].copy_from_slice(&wj);
                 sw[j] = sum;
-                let fit =
-                    make_qkx_quants(nmax, xs, &w, &mut levels[32 * j..32 * j + 32], GRID_IMATRIX);
+            }
+            let fits = make_qkx_quants_x8(nmax, x, &w, &mut levels, GRID_IMATRIX);
+            for (j, fit) in fits.iter().enumerate() {
                 (scales[j], mins[j]) = (fit.scale, fit.min);
             }
             let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
@@ -313,6 +337,7 @@ fn pack_k4_scales(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     s
 }
 
+#[inline(always)]
 pub fn q4_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ4K {
     let sb = affine_8x32(x, qw, &Q4K);
     let mut qs = [0u8; QK_K / 2];
@@ -330,6 +355,7 @@ pub fn q4_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ4K {
     }
 }
 
+#[inline(always)]
 pub fn q5_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ5K {
     let sb = affine_8x32(x, qw, &Q5K);
     let mut qs = [0u8; QK_K / 2];
@@ -355,15 +381,21 @@ pub fn q5_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ5K {
 
 /// Q6_K weights each sub-block's search by x² without an imatrix and by the imatrix itself (no σ²
 /// term) with one.
+#[inline(always)]
 pub fn q6_k(x: &[f32], qw: Option<&[f32]>) -> BlockQ6K {
     let mut levels = [0i8; QK_K];
     let mut scales = [0f32; 16];
     for (j, s) in scales.iter_mut().enumerate() {
         let xs = &x[16 * j..16 * j + 16];
-        let w: [f32; 16] = match qw {
-            Some(qw) => std::array::from_fn(|l| qw[16 * j + l]),
-            None => std::array::from_fn(|l| xs[l] * xs[l]),
-        };
+        let mut w = [0f32; 16];
+        match qw {
+            Some(qw) => w.copy_from_slice(&qw[16 * j..16 * j + 16]),
+            None => {
+                for (wl, xl) in w.iter_mut().zip(xs) {
+                    *wl = xl * xl;
+                }
+            }
+        }
         *s = make_qx_quants(32, xs, &w, &mut levels[16 * j..16 * j + 16]);
     }
     let (max_abs, max_scale) = abs_max(&scales);

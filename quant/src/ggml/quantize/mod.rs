@@ -20,9 +20,12 @@ mod tests;
 
 use bytemuck::Pod;
 
-use super::blocks::Block;
+use super::blocks::{
+    Block, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+};
 use super::dequant::check_row;
-use super::types::{GgmlType, QK_K};
+use super::types::GgmlType;
 use super::CodecError;
 
 pub use activation::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
@@ -60,10 +63,44 @@ pub fn quantize_row(
             });
         }
     }
-    let super_block = |i: usize| imatrix.map(|w| &w[QK_K * i..QK_K * (i + 1)]);
-    // The legacy searches take σ² over the whole row.
-    let row_sigma2 = imatrix.map(|_| legacy::row_sigma2(src)).unwrap_or(0.0);
-    let legacy_weights = |i: usize| imatrix.map(|w| (&w[32 * i..32 * (i + 1)], row_sigma2));
+    encode(ty, src, dst, imatrix)
+}
+
+/// Encodes one checked row. The searches are written as independent lanes in element order;
+/// where the CPU has AVX2 the same code runs compiled for it (wider vectors, the same IEEE
+/// operations in the same order, no fused multiply-adds), so the bytes cannot differ.
+fn encode(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantizeError> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { encode_avx2(ty, src, dst, imatrix) };
+    }
+    encode_generic(ty, src, dst, imatrix)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn encode_avx2(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantizeError> {
+    encode_generic(ty, src, dst, imatrix)
+}
+
+#[inline(always)]
+fn encode_generic(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantizeError> {
     match ty {
         GgmlType::F32 => {
             for (d, v) in dst.chunks_exact_mut(4).zip(src) {
@@ -80,24 +117,57 @@ pub fn quantize_row(
                 d.copy_from_slice(&to_bf16_bits(*v).to_le_bytes());
             }
         }
-        GgmlType::Q4_0 => blocks(src, dst, |i, x| legacy::q4_0(x, legacy_weights(i))),
-        GgmlType::Q4_1 => blocks(src, dst, |i, x| legacy::q4_1(x, legacy_weights(i))),
-        GgmlType::Q5_0 => blocks(src, dst, |i, x| legacy::q5_0(x, legacy_weights(i))),
-        GgmlType::Q5_1 => blocks(src, dst, |i, x| legacy::q5_1(x, legacy_weights(i))),
-        GgmlType::Q8_0 => blocks(src, dst, |_, x| legacy::q8_0(x)),
-        GgmlType::Q2K => blocks(src, dst, |i, x| kquants::q2_k(x, super_block(i))),
-        GgmlType::Q3K => blocks(src, dst, |i, x| kquants::q3_k(x, super_block(i))),
-        GgmlType::Q4K => blocks(src, dst, |i, x| kquants::q4_k(x, super_block(i))),
-        GgmlType::Q5K => blocks(src, dst, |i, x| kquants::q5_k(x, super_block(i))),
-        GgmlType::Q6K => blocks(src, dst, |i, x| kquants::q6_k(x, super_block(i))),
-        GgmlType::IQ4NL => blocks(src, dst, |i, x| {
-            iq4::iq4_nl(x, imatrix.map(|w| &w[32 * i..32 * (i + 1)]))
-        }),
-        GgmlType::IQ4XS => blocks(src, dst, |i, x| iq4::iq4_xs(x, super_block(i))),
+        GgmlType::Q4_0 => blocks::<Q4_0>(src, dst, imatrix),
+        GgmlType::Q4_1 => blocks::<Q4_1>(src, dst, imatrix),
+        GgmlType::Q5_0 => blocks::<Q5_0>(src, dst, imatrix),
+        GgmlType::Q5_1 => blocks::<Q5_1>(src, dst, imatrix),
+        GgmlType::Q8_0 => blocks::<Q8_0>(src, dst, imatrix),
+        GgmlType::Q2K => blocks::<Q2K>(src, dst, imatrix),
+        GgmlType::Q3K => blocks::<Q3K>(src, dst, imatrix),
+        GgmlType::Q4K => blocks::<Q4K>(src, dst, imatrix),
+        GgmlType::Q5K => blocks::<Q5K>(src, dst, imatrix),
+        GgmlType::Q6K => blocks::<Q6K>(src, dst, imatrix),
+        GgmlType::IQ4NL => blocks::<IQ4NL>(src, dst, imatrix),
+        GgmlType::IQ4XS => blocks::<IQ4XS>(src, dst, imatrix),
         GgmlType::Q8_1 => activation_blocks(src, dst, quantize_row_q8_1)?,
         GgmlType::Q8K => activation_blocks(src, dst, quantize_row_q8_k)?,
     }
     Ok(())
+}
+
+/// One block type's encoder: the block's elements, its slice of the row's importance vector, and
+/// σ² of the whole row (which only the legacy types' weighted searches use).
+trait BlockEncoder {
+    type Out: Block;
+    fn encode(x: &[f32], qw: Option<&[f32]>, row_sigma2: f32) -> Self::Out;
+}
+
+macro_rules! encoders {
+    ($($name:ident => $out:ty, |$x:ident, $qw:ident, $s2:ident| $body:expr;)*) => {$(
+        struct $name;
+        impl BlockEncoder for $name {
+            type Out = $out;
+            #[inline(always)]
+            fn encode($x: &[f32], $qw: Option<&[f32]>, $s2: f32) -> $out {
+                $body
+            }
+        }
+    )*};
+}
+
+encoders! {
+    Q4_0 => BlockQ4_0, |x, qw, s2| legacy::q4_0(x, qw.map(|w| (w, s2)));
+    Q4_1 => BlockQ4_1, |x, qw, s2| legacy::q4_1(x, qw.map(|w| (w, s2)));
+    Q5_0 => BlockQ5_0, |x, qw, s2| legacy::q5_0(x, qw.map(|w| (w, s2)));
+    Q5_1 => BlockQ5_1, |x, qw, s2| legacy::q5_1(x, qw.map(|w| (w, s2)));
+    Q8_0 => BlockQ8_0, |x, _qw, _s2| legacy::q8_0(x);
+    Q2K => BlockQ2K, |x, qw, _s2| kquants::q2_k(x, qw);
+    Q3K => BlockQ3K, |x, qw, _s2| kquants::q3_k(x, qw);
+    Q4K => BlockQ4K, |x, qw, _s2| kquants::q4_k(x, qw);
+    Q5K => BlockQ5K, |x, qw, _s2| kquants::q5_k(x, qw);
+    Q6K => BlockQ6K, |x, qw, _s2| kquants::q6_k(x, qw);
+    IQ4NL => BlockIQ4NL, |x, qw, _s2| iq4::iq4_nl(x, qw);
+    IQ4XS => BlockIQ4XS, |x, qw, _s2| iq4::iq4_xs(x, qw);
 }
 
 /// Quantizes consecutive rows of `n_per_row` elements (`src.len()` a multiple of it) into `dst`,
@@ -149,15 +219,26 @@ fn to_bf16_bits(x: f32) -> u16 {
     ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
 }
 
-/// Runs `f(block_index, block_elements)` over a row and stores each block's bytes. The row was
-/// checked, so the chunks line up exactly.
-fn blocks<B: Block>(src: &[f32], dst: &mut [u8], f: impl Fn(usize, &[f32]) -> B) {
-    let bs = B::TYPE.block_size();
+/// Encodes every block of a row and stores its bytes; the row was checked, so the chunks line up
+/// exactly. The legacy types' weighted searches take σ² over the whole row.
+#[inline(always)]
+fn blocks<E: BlockEncoder>(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let bs = <E::Out as Block>::TYPE.block_size();
+    let row_sigma2 = match imatrix {
+        Some(_) => legacy::row_sigma2(src),
+        None => 0.0,
+    };
     let chunks = src
         .chunks_exact(bs)
-        .zip(dst.chunks_exact_mut(size_of::<B>()));
+        .zip(dst.chunks_exact_mut(size_of::<E::Out>()));
     for (i, (x, out)) in chunks.enumerate() {
-        out.copy_from_slice(bytemuck::bytes_of(&f(i, x)));
+        // a match, not Option::map: a closure would be compiled outside the AVX2 build
+        #[allow(clippy::manual_map)]
+        let qw = match imatrix {
+            Some(w) => Some(&w[bs * i..bs * (i + 1)]),
+            None => None,
+        };
+        out.copy_from_slice(bytemuck::bytes_of(&E::encode(x, qw, row_sigma2)));
     }
 }
 

@@ -10,7 +10,7 @@ pub const GROUP_MAX_EPS: f32 = 1e-15;
 /// ggml's `nearest_int`: adding 1.5·2²³ leaves the rounded integer (ties to even) in the low
 /// mantissa bits. Out of range or NaN it still returns what those bits say (NaN gives 0), exactly
 /// like the C code with asserts disabled.
-#[inline]
+#[inline(always)]
 pub fn nearest_int(x: f32) -> i32 {
     let v = x + 12_582_912.0;
     (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
@@ -19,7 +19,7 @@ pub fn nearest_int(x: f32) -> i32 {
 /// A C cast from float to a 32-bit (or narrower) integer as x86 performs it (`cvttss2si`):
 /// truncation toward zero, and the "integer indefinite" value i32::MIN for NaN and out-of-range
 /// input, where Rust's `as` would saturate instead.
-#[inline]
+#[inline(always)]
 pub fn c_trunc(x: f32) -> i32 {
     if !(-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         i32::MIN
@@ -28,8 +28,22 @@ pub fn c_trunc(x: f32) -> i32 {
     }
 }
 
+/// `(int)roundf(x)` as x86 computes it (`c_trunc(x.round())`), without the libm call: below
+/// 2²³ in magnitude the fraction `x - trunc(x)` is exact, so comparing it with ±0.5 rounds half
+/// away from zero exactly; larger, infinite and NaN input take the general path.
+#[inline(always)]
+pub fn round_c_int(x: f32) -> i32 {
+    if x.abs() < 8_388_608.0 {
+        let t = x as i32;
+        let frac = x - t as f32;
+        t + (frac >= 0.5) as i32 - (frac <= -0.5) as i32
+    } else {
+        c_trunc(x.round())
+    }
+}
+
 /// C's `MAX(a, b)` macro (`a > b ? a : b`), whose NaN handling differs from `f32::max`.
-#[inline]
+#[inline(always)]
 pub fn c_max(a: f32, b: f32) -> f32 {
     if a > b {
         a
@@ -50,23 +64,164 @@ pub fn to_f16(x: f32) -> f16 {
     }
 }
 
-/// The signed element of largest magnitude (the first one on ties) and that magnitude.
-#[inline]
+/// Lanes of the element scans below, which vector units run side by side.
+const LANES: usize = 8;
+
+/// The signed element of largest magnitude (the first one on ties) and that magnitude; NaNs never
+/// win. The running maximum of `|v| > amax` updates is taken in lanes (the largest magnitude does
+/// not depend on the order), then the first element of that magnitude is the one the sequential
+/// scan would have kept.
+#[inline(always)]
 pub fn abs_max(x: &[f32]) -> (f32, f32) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        let a = v.abs();
-        if a > amax {
-            amax = a;
-            max = v;
+    let mut lanes = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in chunks.by_ref() {
+        for k in 0..LANES {
+            let a = c[k].abs();
+            if a > lanes[k] {
+                lanes[k] = a;
+            }
         }
     }
+    let mut amax = lanes.iter().fold(0f32, |m, &a| if a > m { a } else { m });
+    for &v in chunks.remainder() {
+        if v.abs() > amax {
+            amax = v.abs();
+        }
+    }
+    if amax == 0.0 {
+        return (0.0, 0.0);
+    }
+    let max = *x
+        .iter()
+        .find(|v| v.abs() == amax)
+        .expect("amax is one of the magnitudes");
     (amax, max)
+}
+
+/// `x.iter().fold(0, |m, v| c_max(m, v.abs()))`, the C loop `amax = MAX(amax, fabsf(x))`. Without
+/// NaNs that is the largest magnitude, found in lanes; a NaN makes the result depend on where it
+/// sits, so then the scan runs in order.
+#[inline(always)]
+pub fn c_abs_max(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut nan = false;
+    let mut chunks = x.chunks_exact(LANES);
+    for c in chunks.by_ref() {
+        for k in 0..LANES {
+            let a = c[k].abs();
+            nan |= a.is_nan();
+            lanes[k] = c_max(lanes[k], a);
+        }
+    }
+    let rest = chunks.remainder();
+    if nan || rest.iter().any(|v| v.is_nan()) {
+        return x.iter().fold(0f32, |m, &v| c_max(m, v.abs()));
+    }
+    let m = lanes.iter().fold(0f32, |m, &a| c_max(m, a));
+    rest.iter().fold(m, |m, &v| c_max(m, v.abs()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_scans_match_the_sequential_loops() {
+        let seq_abs_max = |x: &[f32]| {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in x {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            (amax, max)
+        };
+        let seq_c_abs_max = |x: &[f32]| x.iter().fold(0f32, |m, &v| c_max(m, v.abs()));
+        let mut s = 0x9e37_79b9u32;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        for case in 0..20_000 {
+            let n = [16, 32, 35, 256, 7][case % 5];
+            let mut x: Vec<f32> = (0..n)
+                .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+                .collect();
+            match case % 7 {
+                // ties of equal magnitude and opposite sign
+                0 => {
+                    let i = next() as usize % n;
+                    x[i] = -x[(i + 3) % n];
+                }
+                1 => x[next() as usize % n] = f32::NAN,
+                2 => x.iter_mut().for_each(|v| *v = 0.0),
+                3 => x[next() as usize % n] = f32::INFINITY,
+                4 => x.iter_mut().for_each(|v| *v = -0.0),
+                _ => {}
+            }
+            let (a, m) = abs_max(&x);
+            let (sa, sm) = seq_abs_max(&x);
+            assert_eq!(
+                (a.to_bits(), m.to_bits()),
+                (sa.to_bits(), sm.to_bits()),
+                "{x:?}"
+            );
+            assert_eq!(
+                c_abs_max(&x).to_bits(),
+                seq_c_abs_max(&x).to_bits(),
+                "{x:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn round_c_int_is_roundf_then_a_c_cast() {
+        let mut cases = vec![
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999997,
+            -0.49999997,
+            0.50000006,
+            127.49999,
+            127.5,
+            -127.5,
+            8_388_607.5,
+            8_388_608.0,
+            -8_388_609.0,
+            3e9,
+            -3e9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            1e-45,
+        ];
+        let mut s = 0x1234_5678u32;
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            cases.push(f32::from_bits(s));
+            cases.push((s % 100_000) as f32 / 256.0 - 190.0);
+        }
+        for x in cases {
+            assert_eq!(
+                round_c_int(x),
+                c_trunc(x.round()),
+                "{x:e} ({:#x})",
+                x.to_bits()
+            );
+        }
+    }
 
     #[test]
     fn nearest_int_rounds_half_to_even() {

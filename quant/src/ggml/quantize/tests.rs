@@ -288,3 +288,81 @@ fn activation_quantizers_match_their_definitions() {
     let mut b0 = vec![BlockQ8_0::zeroed(); 2];
     assert!(quantize_row_q8_0(&[0.0; 32], &mut b0).is_err());
 }
+
+/// The eight-lane affine search is the scalar search run eight times, bit for bit: every grid,
+/// on random sub-blocks, flat ones (max ≤ min), all-zero ones, outliers and non-finite values.
+#[test]
+fn the_eight_lane_affine_search_is_the_scalar_search() {
+    use super::search::{
+        make_qkx_quants, make_qkx_quants_x8, GRID_IMATRIX, GRID_Q2K, GRID_Q4K, GRID_Q5K,
+    };
+    let mut rng = StdRng::seed_from_u64(17);
+    let grids = [
+        (15, GRID_Q4K, 32),
+        (31, GRID_Q5K, 32),
+        (3, GRID_Q2K, 16),
+        (15, GRID_IMATRIX, 32),
+    ];
+    for case in 0..400 {
+        let (nmax, grid, n) = grids[case % grids.len()];
+        let mut x = gaussian(&mut rng, 8 * n, 0.02);
+        let mut w: Vec<f32> = x
+            .iter()
+            .map(|v| v.abs() + rng.random_range(0.0..0.01))
+            .collect();
+        match case % 9 {
+            0 => x[..n].fill(0.0),
+            1 => x[n..2 * n].fill(0.75),
+            2 => x[3 * n + 5] = 40.0,
+            3 => x[2 * n..3 * n].iter_mut().for_each(|v| *v = -v.abs() - 1.0),
+            4 => x[4 * n + 1] = f32::NAN,
+            5 => x[5 * n + 2] = f32::INFINITY,
+            6 => w[6 * n..7 * n].fill(0.0),
+            7 => x[7 * n..].iter_mut().for_each(|v| *v *= 1e-30),
+            _ => {}
+        }
+        let mut lanes = vec![0u8; 8 * n];
+        let fits = make_qkx_quants_x8(nmax, &x, &w, &mut lanes, grid);
+        for (k, lane) in fits.iter().enumerate() {
+            let r = k * n..(k + 1) * n;
+            let mut levels = vec![0u8; n];
+            let fit = make_qkx_quants(nmax, &x[r.clone()], &w[r.clone()], &mut levels, grid);
+            assert_eq!(
+                (fit.scale.to_bits(), fit.min.to_bits()),
+                (lane.scale.to_bits(), lane.min.to_bits()),
+                "case {case} lane {k}: {fit:?} vs {lane:?}"
+            );
+            assert_eq!(levels, &lanes[r], "case {case} lane {k}");
+        }
+    }
+}
+
+/// The AVX2 build of the encoders (used where the CPU has it) and the baseline build give the same
+/// bytes for every type, with and without an importance matrix, on random and edge-case rows:
+/// the golden tests only see the build this machine picks.
+#[test]
+fn every_instruction_set_build_encodes_the_same_bytes() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut rows = edge_rows(&mut rng);
+    for s in [0.02, 1.0, 300.0] {
+        rows.push(("gaussian", gaussian(&mut rng, N, s)));
+    }
+    let mut with_nan = gaussian(&mut rng, N, 0.1);
+    with_nan[77] = f32::NAN;
+    rows.push(("nan", with_nan));
+    let mut with_inf = gaussian(&mut rng, N, 0.1);
+    with_inf[200] = f32::NEG_INFINITY;
+    rows.push(("inf", with_inf));
+    let imatrix: Vec<f32> = (0..N).map(|_| rng.random_range(0.0..3.0)).collect();
+    for ty in GgmlType::ALL {
+        for (name, x) in &rows {
+            for w in [None, Some(&imatrix[..])] {
+                let n = ty.row_bytes(N).unwrap();
+                let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+                encode_generic(ty, x, &mut a, w).unwrap();
+                encode(ty, x, &mut b, w).unwrap();
+                assert_eq!(a, b, "{ty} {name} imatrix={}", w.is_some());
+            }
+        }
+    }
+}
