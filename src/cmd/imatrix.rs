@@ -1,19 +1,24 @@
 //! `quantize imatrix`: an importance matrix for `quantize gguf --imatrix` (and llama-quantize),
 //! collected the way llama-imatrix does, from calibration JSONL or plain text.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use calib::imatrix::{collect_imatrix, text_chunks};
 use calib::CalibOptions;
+
+use quant::imatrix::Imatrix;
 
 use super::{load_model, tokenizer};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// GGUF file, Hugging Face folder or Hub id (best: the full-precision model).
-    #[arg(long, short = 'm')]
-    model: PathBuf,
+    #[arg(long, short = 'm', required_unless_present = "convert")]
+    model: Option<PathBuf>,
+    /// Instead of collecting, rewrite this importance matrix (either format) in --out's format.
+    #[arg(long, conflicts_with_all = ["model", "calib", "text"])]
+    convert: Option<PathBuf>,
     /// Calibration JSONL ({"text": ...} or {"messages": [...]} per line).
     #[arg(long, conflicts_with = "text")]
     calib: Option<PathBuf>,
@@ -43,7 +48,23 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    let model = load_model(&a.model)?;
+    let legacy = a.out.extension().is_some_and(|e| e == "dat");
+    if let Some(src) = &a.convert {
+        let im = Imatrix::read(src)?;
+        write(&im, &a.out, legacy)?;
+        eprintln!(
+            "wrote {} ({} entries from {})",
+            a.out.display(),
+            im.entries.len(),
+            src.display()
+        );
+        return Ok(());
+    }
+    let model = load_model(
+        a.model
+            .as_deref()
+            .expect("clap requires --model without --convert"),
+    )?;
     let tok = tokenizer(&model)?;
     let (chunks, dataset) = match (&a.calib, &a.text) {
         (Some(c), None) => {
@@ -79,15 +100,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         progress.set_position(n as u64)
     });
     progress.finish_and_clear();
-    let legacy = a.out.extension().is_some_and(|e| e == "dat");
-    if legacy {
-        let skipped = im.write_legacy(&a.out)?;
-        if !skipped.is_empty() {
-            eprintln!("left out entries without data: {}", skipped.join(", "));
-        }
-    } else {
-        im.write_gguf(&a.out)?;
-    }
+    write(&im, &a.out, legacy)?;
     eprintln!(
         "wrote {} ({} format, {} entries, {} chunks, {:.1} s)",
         a.out.display(),
@@ -96,5 +109,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         im.chunk_count,
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn write(im: &Imatrix, out: &Path, legacy: bool) -> anyhow::Result<()> {
+    if legacy {
+        let skipped = im.write_legacy(out)?;
+        if !skipped.is_empty() {
+            eprintln!("left out entries without data: {}", skipped.join(", "));
+        }
+    } else {
+        im.write_gguf(out)?;
+    }
     Ok(())
 }
