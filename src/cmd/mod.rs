@@ -2,8 +2,12 @@
 //! the library crates.
 
 pub mod convert;
+pub mod eval;
+pub mod gate;
 pub mod generate;
 pub mod inspect;
+pub mod kld;
+pub mod ppl;
 
 use std::path::Path;
 
