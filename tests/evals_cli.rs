@@ -578,3 +578,39 @@ fn gate_passes_a_faithful_candidate_and_fails_on_a_strict_policy() {
     ]);
     assert_clean_failure(&o, &["/nonexistent/gate.toml"]);
 }
+
+#[test]
+fn concurrent_scoring_equals_sequential() {
+    let g = smollm_gguf();
+    let g = g.to_str().unwrap();
+    let with = |c: &str, name: &str| {
+        samples(
+            &[
+                "eval",
+                "-m",
+                g,
+                "--tasks",
+                "arc_easy,winogrande",
+                "--limit",
+                "3",
+                "--concurrency",
+                c,
+            ],
+            name,
+        )
+        .1
+    };
+    let (one, three) = (with("1", "seq.jsonl"), with("3", "par.jsonl"));
+    assert_eq!((one.len(), three.len()), (6, 6));
+    for (x, y) in one.iter().zip(&three) {
+        for (r, s) in x["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(y["requests"].as_array().unwrap())
+        {
+            assert_eq!(r["context"], s["context"]);
+            assert!((r["loglik"].as_f64().unwrap() - s["loglik"].as_f64().unwrap()).abs() < 1e-4);
+        }
+    }
+}

@@ -6,7 +6,10 @@
 //! the smallest set of most likely tokens whose complement (the tail) holds at most `tail_mass` of
 //! the probability (up to `max_top` tokens), in float32, and the tail as one number; the KLD computed
 //! from it is a lower bound of the full sum, short by at most tail × (the divergence within the
-//! tail) — see [`crate::kld::position_stats`].
+//! tail) — see [`crate::kld::position_stats`]. Measured on SmolLM2 (F32 base, Q4_K_M candidate,
+//! wiki text, 3 chunks of 512): a tail of 10⁻³ keeps 4,000 tokens per position on average (24 KB,
+//! a quarter of llama.cpp's 98 KB) and reports a mean KLD 0.2% below the exact value; 10⁻⁴ keeps
+//! 10,600 (64 KB), 0.02% below; 0 keeps every token and is exact.
 //!
 //! File layout (little-endian): magic `QZBASELP`, u32 version, u32 header length, the header as
 //! JSON (base model, tokenizer fingerprint, chunk plan, vocabulary, record parameters), the

@@ -24,11 +24,13 @@ pub struct Args {
     /// the tokens the file holds).
     #[arg(long, short = 'f', required_unless_present = "base_logits")]
     text: Option<PathBuf>,
-    /// Tokens per chunk; the second half of each is scored.
-    #[arg(long, short = 'c', default_value_t = 512)]
-    ctx: usize,
-    /// Evaluate at most this many chunks (default: as many as the text holds).
-    #[arg(long)]
+    /// Tokens per chunk; the second half of each is scored [default: 512; with --base-logits,
+    /// the file's].
+    #[arg(long, short = 'c', conflicts_with = "base_logits")]
+    ctx: Option<usize>,
+    /// Evaluate at most this many chunks (default: as many as the text holds; with
+    /// --base-logits, the file's).
+    #[arg(long, conflicts_with = "base_logits")]
     chunks: Option<usize>,
     /// Save the base's log-probabilities to this file for later runs.
     #[arg(long, conflicts_with = "base_logits")]
@@ -123,7 +125,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let base = match (&a.base, &a.base_logits) {
         (Some(b), _) => {
             let text = a.text.as_ref().expect("clap requires --text with --base");
-            let base = Base::compute(b, text, a.ctx, a.chunks, options, a.json)?;
+            let base = Base::compute(b, text, a.ctx.unwrap_or(512), a.chunks, options, a.json)?;
             if let Some(p) = &a.save_base {
                 base.logprobs.save(p).with_context(|| {
                     format!("saving the base log-probabilities to {}", p.display())
