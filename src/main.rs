@@ -26,6 +26,14 @@ enum Command {
     Imatrix(cmd::imatrix::Args),
     /// Show a model file's or folder's tensors, types, shapes, bits per weight and metadata.
     Inspect(cmd::inspect::Args),
+    /// Perplexity on a text file (llama-perplexity's method).
+    Ppl(cmd::ppl::Args),
+    /// KL divergence, top-1 agreement and PPL ratio of a model against a base model.
+    Kld(cmd::kld::Args),
+    /// Log-likelihood scoring of evaluation tasks (ARC, HellaSwag, PIQA, WinoGrande, LAMBADA, MMLU, JSONL).
+    Eval(cmd::eval::Args),
+    /// Quality gate: PPL, KLD, top-1 and task accuracy of candidates against a base; exits 2 on failure.
+    Gate(cmd::gate::Args),
 }
 
 fn main() {
@@ -55,6 +63,10 @@ fn main() {
         Command::Gguf(a) => cmd::gguf::run(a),
         Command::Imatrix(a) => cmd::imatrix::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Ppl(a) => cmd::ppl::run(a),
+        Command::Kld(a) => cmd::kld::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Gate(a) => cmd::gate::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -2,11 +2,15 @@
 //! the library crates.
 
 pub mod convert;
+pub mod eval;
+pub mod gate;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod imatrix;
 pub mod inspect;
+pub mod kld;
+pub mod ppl;
 
 use std::path::Path;
 

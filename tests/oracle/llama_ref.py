@@ -147,9 +147,12 @@ def load_hf(path):
                 n_head=n_head, n_kv=n_kv, hd=hd, inv_freq=inv_freq)
 
 
-def main():
-    path, tokens_path, out_path = sys.argv[1:4]
-    M = load_hf(path) if os.path.isdir(path) else load_gguf(path)
+def load(path):
+    return load_hf(path) if os.path.isdir(path) else load_gguf(path)
+
+
+def forward(M, toks):
+    """float64 logits [len(toks), vocab] of one sequence."""
     emb, out_w, layers, norm, eps = M["emb"], M["out"], M["layers"], M["norm"], M["eps"]
     n_head, n_kv, hd, inv_freq = M["n_head"], M["n_kv"], M["hd"], M["inv_freq"]
 
@@ -167,29 +170,33 @@ def main():
         x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
         return x * cos + np.concatenate([-x2, x1], -1) * sin
 
-    results = []
-    for toks in json.load(open(tokens_path)):
-        T = len(toks)
-        pos = np.arange(T, dtype=np.float64)
-        x = emb[np.array(toks)]
-        mask = np.triu(np.full((T, T), -np.inf), 1)
-        for L in layers:
-            h = rms(x, L["an"])
-            q = rope(lin(h, L["q"], L["qb"]).reshape(T, n_head, hd), pos)
-            k = rope(lin(h, L["k"], L["kb"]).reshape(T, n_kv, hd), pos)
-            v = lin(h, L["v"], L["vb"]).reshape(T, n_kv, hd)
-            rep = n_head // n_kv
-            k = np.repeat(k, rep, axis=1)
-            v = np.repeat(v, rep, axis=1)
-            s = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
-            s = np.exp(s - s.max(-1, keepdims=True))
-            s /= s.sum(-1, keepdims=True)
-            a = np.einsum("hts,shd->thd", s, v).reshape(T, n_head * hd)
-            x = x + a @ L["o"].T
-            h = rms(x, L["fn"])
-            g = h @ L["g"].T
-            x = x + ((g / (1 + np.exp(-g))) * (h @ L["u"].T)) @ L["dn"].T
-        results.append((rms(x, norm) @ out_w.T).tolist())
+    T = len(toks)
+    pos = np.arange(T, dtype=np.float64)
+    x = emb[np.array(toks)]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for L in layers:
+        h = rms(x, L["an"])
+        q = rope(lin(h, L["q"], L["qb"]).reshape(T, n_head, hd), pos)
+        k = rope(lin(h, L["k"], L["kb"]).reshape(T, n_kv, hd), pos)
+        v = lin(h, L["v"], L["vb"]).reshape(T, n_kv, hd)
+        rep = n_head // n_kv
+        k = np.repeat(k, rep, axis=1)
+        v = np.repeat(v, rep, axis=1)
+        s = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
+        s = np.exp(s - s.max(-1, keepdims=True))
+        s /= s.sum(-1, keepdims=True)
+        a = np.einsum("hts,shd->thd", s, v).reshape(T, n_head * hd)
+        x = x + a @ L["o"].T
+        h = rms(x, L["fn"])
+        g = h @ L["g"].T
+        x = x + ((g / (1 + np.exp(-g))) * (h @ L["u"].T)) @ L["dn"].T
+    return rms(x, norm) @ out_w.T
+
+
+def main():
+    path, tokens_path, out_path = sys.argv[1:4]
+    M = load(path)
+    results = [forward(M, toks).tolist() for toks in json.load(open(tokens_path))]
     json.dump(results, open(out_path, "w"))
 
 
