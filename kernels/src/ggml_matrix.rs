@@ -1,12 +1,15 @@
 //! Matrices stored in a ggml type (F32/F16/BF16 and every block-quantized type), read in place
 //! from a memory-mapped GGUF or safetensors file.
 
+use std::sync::OnceLock;
+
 use quant::bytes::SharedBytes;
 use quant::ggml::{dequantize_row, GgmlType};
 use rayon::prelude::*;
 
+use crate::cpu::interleave::{Interleaved, ROWS};
 use crate::cpu::q8::{ActFormat, QuantizedRows};
-use crate::cpu::vec_dot::{DotKernel, MAX_NT};
+use crate::cpu::vec_dot::{ActRows, DotKernel, GroupKernel, GroupOut, GROUP_NT, MAX_NT};
 use crate::cpu::Isa;
 use crate::matrix::{check_matmul_args, Matrix, OutPtr};
 
@@ -37,6 +40,10 @@ pub struct GgmlMatrix {
     cols: usize,
     row_bytes: usize,
     kernel: DotKernel,
+    /// Where the CPU has a kernel over interleaved rows for this type: it, and the weights
+    /// rearranged for it on the first product (so matrices only ever used for lookups, such as
+    /// untied embeddings, keep just their stored bytes).
+    group: Option<(GroupKernel, OnceLock<Interleaved>)>,
 }
 
 impl GgmlMatrix {
@@ -68,6 +75,7 @@ impl GgmlMatrix {
             cols,
             row_bytes,
             kernel,
+            group: group_kernel(kernel),
         })
     }
 
@@ -75,7 +83,16 @@ impl GgmlMatrix {
     /// levels), or None when this CPU cannot run them.
     pub fn with_isa(self, isa: Isa) -> Option<GgmlMatrix> {
         let kernel = DotKernel::new(self.ty, isa)?;
-        Some(GgmlMatrix { kernel, ..self })
+        Some(GgmlMatrix {
+            kernel,
+            group: group_kernel(kernel),
+            ..self
+        })
+    }
+
+    /// The kernel over interleaved rows that `matmul` uses, if any.
+    pub fn group_kernel(&self) -> Option<GroupKernel> {
+        self.group.as_ref().map(|(k, _)| *k)
     }
 
     /// The dot-product kernel `matmul` uses.
@@ -95,6 +112,68 @@ impl GgmlMatrix {
     pub fn data(&self) -> &SharedBytes {
         &self.data
     }
+}
+
+impl GgmlMatrix {
+    /// The product over interleaved groups of sixteen rows: tasks of whole groups × token
+    /// blocks, each group's weights reused from L1 for every token of the task.
+    fn matmul_interleaved(
+        &self,
+        kernel: GroupKernel,
+        packed: &Interleaved,
+        acts: &[u8],
+        stride: usize,
+        n_tok: usize,
+        y: &mut [f32],
+    ) {
+        let plan = Tiles::new(packed.groups(), n_tok, packed.group_bytes());
+        let out = OutPtr(y.as_mut_ptr());
+        let nb = packed.blocks();
+        let rows = self.rows;
+        let run = |task: usize| {
+            let (groups, toks) = plan.task(task);
+            for g in groups {
+                let w = packed.group(g);
+                let valid = ROWS.min(rows - g * ROWS);
+                for t in toks.clone().step_by(GROUP_NT) {
+                    let nt = GROUP_NT.min(toks.end - t);
+                    // SAFETY: w is a whole group of this type with nb blocks per row; acts holds
+                    // tokens t..t+nt in the kernel's format, `stride` bytes apart; the outputs
+                    // (t+j)·rows + 16g + r for r < valid are inside y and written by this task
+                    // only (tasks own disjoint groups × tokens).
+                    unsafe {
+                        kernel.tile_unchecked(
+                            w,
+                            nb,
+                            ActRows {
+                                x: &acts[t * stride..],
+                                stride,
+                                nt,
+                            },
+                            GroupOut {
+                                y: out.at(t * rows + g * ROWS),
+                                stride: rows,
+                                rows: valid,
+                            },
+                        )
+                    };
+                }
+            }
+        };
+        if plan.n_tasks() == 1 {
+            run(0);
+        } else {
+            (0..plan.n_tasks()).into_par_iter().for_each(run);
+        }
+    }
+}
+
+/// The group kernel and (still empty) interleaved form for matrices multiplied with `kernel`.
+fn group_kernel(kernel: DotKernel) -> Option<(GroupKernel, OnceLock<Interleaved>)> {
+    if kernel.act_format() == ActFormat::F32 {
+        return None;
+    }
+    GroupKernel::new(kernel.weight_type(), kernel.isa()).map(|k| (k, OnceLock::new()))
 }
 
 impl Matrix for GgmlMatrix {
@@ -118,6 +197,13 @@ impl Matrix for GgmlMatrix {
                 (quantized.bytes(), quantized.row_bytes())
             }
         };
+        if let Some((kernel, packed)) = &self.group {
+            let packed = packed.get_or_init(|| {
+                Interleaved::new(self.ty, &self.data, self.rows, self.cols)
+                    .expect("a group kernel exists only for interleaved types")
+            });
+            return self.matmul_interleaved(*kernel, packed, acts, stride, n_tok, y);
+        }
         let plan = Tiles::new(self.rows, n_tok, self.row_bytes);
         let out = OutPtr(y.as_mut_ptr());
         // One look through the shared buffer, not one per row.

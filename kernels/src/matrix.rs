@@ -52,4 +52,11 @@ impl OutPtr {
     pub(crate) unsafe fn write(self, i: usize, v: f32) {
         *self.0.add(i) = v;
     }
+
+    /// The address of element `i`, for kernels that store whole vectors.
+    /// SAFETY: caller guarantees `i` is in bounds.
+    #[inline]
+    pub(crate) unsafe fn at(self, i: usize) -> *mut f32 {
+        self.0.add(i)
+    }
 }

@@ -4,7 +4,9 @@
 //!
 //! A Q8_0 or Q8_1 row is ggml's blocks followed by f32 copies of every block's d (and then of
 //! every s): the kernels multiply by these once per block and token, where an f16 conversion cost
-//! about as much as the block's integer product. The copies are exact (f16 → f32).
+//! about as much as the block's integer product. The copies are exact (f16 → f32). A Q8_0 row
+//! then holds each block's Σq as an i32: the interleaved kernels (`cpu::interleave`) multiply
+//! unsigned weight bytes u = q + offset and subtract offset·Σq, exactly.
 
 use bytemuck::Zeroable;
 use half::f16;
@@ -73,11 +75,17 @@ impl ActFormat {
         self.blocks_bytes(cols).next_multiple_of(4)
     }
 
-    /// Bytes of one quantized row: the blocks and, for Q8_0/Q8_1, the f32 scale copies.
+    /// Where a Q8_0 row's i32 block sums Σq start.
+    pub fn sums_offset(self, cols: usize) -> usize {
+        self.scales_offset(cols) + 4 * (cols / self.block_size())
+    }
+
+    /// Bytes of one quantized row: the blocks and, for Q8_0/Q8_1, the f32 scale copies (and for
+    /// Q8_0 the block sums).
     pub fn row_bytes(self, cols: usize) -> usize {
         let nb = cols / self.block_size().max(1);
         match self {
-            ActFormat::Q8_0 => self.scales_offset(cols) + 4 * nb,
+            ActFormat::Q8_0 => self.scales_offset(cols) + 8 * nb,
             ActFormat::Q8_1 => self.scales_offset(cols) + 8 * nb,
             ActFormat::F32 | ActFormat::Q8K => self.blocks_bytes(cols),
         }
@@ -95,8 +103,13 @@ impl ActFormat {
             ActFormat::Q8_0 => {
                 let b: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(blocks);
                 quantize_row_q8_0(isa, x, b);
-                let d = &mut tables[self.scales_offset(n) - self.blocks_bytes(n)..];
+                let (d, sums) = tables[self.scales_offset(n) - self.blocks_bytes(n)..]
+                    .split_at_mut(4 * b.len());
                 fill_f32(d, b.iter().map(|b| b.d.to_f32()));
+                for (o, b) in sums.chunks_exact_mut(4).zip(b.iter()) {
+                    let sum: i32 = b.qs.iter().map(|q| *q as i32).sum();
+                    o.copy_from_slice(&sum.to_le_bytes());
+                }
             }
             ActFormat::Q8_1 => {
                 let b: &mut [BlockQ8_1] = bytemuck::cast_slice_mut(blocks);

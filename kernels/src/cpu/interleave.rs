@@ -1,0 +1,316 @@
+//! Weights of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) rearranged
+//! sixteen rows at a time for the AVX-512 VNNI kernels, as llama.cpp's CPU backend repacks them
+//! at load time.
+//!
+//! In ggml's layout one row's blocks are contiguous, so a SIMD dot product of one row needs a
+//! horizontal reduction and a scale conversion per block. Here the sixteen rows of a group share
+//! every vector: for each block, byte 4r + i of vector j holds element 4j + i of row r, so one
+//! `vpdpbusd` with four activation bytes broadcast gives all sixteen rows' partial sums in its
+//! sixteen lanes, and the rows' scales load as one vector.
+//!
+//! Quants are stored unsigned, u = q + offset (offset 128 for Q8_0 and IQ4_NL's codebook values,
+//! 8 for Q4_0, 16 for Q5_0, 0 for the types with a minimum): `vpdpbusd` multiplies unsigned by
+//! signed bytes, and Σ u·a − offset·Σa is exactly ggml's integer Σ q·a (Q8_0 activation rows
+//! carry Σa per block). The bytes are the same quants and scales, in another order; the layout
+//! takes as many bytes as the original (plus padding to 64-byte lines).
+//!
+//! A group is `nb` blocks: first each block's quants (512 bytes of bytes, or 256 bytes of
+//! nibbles — vector p holds groups p and p + 4 in its low and high nibbles — then, for Q5_x,
+//! eight 64-bit masks of fifth bits), then each block's sixteen f16 scales d, then (Q4_1, Q5_1)
+//! its sixteen f16 minimums m. Rows past the end of the matrix are zero.
+
+use half::f16;
+use quant::ggml::blocks::IQ4_VALUES;
+use quant::ggml::GgmlType;
+
+/// Rows per group: one per 32-bit lane of a 512-bit vector.
+pub const ROWS: usize = 16;
+
+/// How a 32-element block type is stored in the interleaved layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub ty: GgmlType,
+    /// Quants as 4-bit nibbles (else whole bytes).
+    pub nibbles: bool,
+    /// A fifth bit per quant (Q5_0, Q5_1).
+    pub high_bit: bool,
+    /// An additive minimum per block (paired with Q8_1 activations).
+    pub min: bool,
+    /// Nibbles index IQ4_NL's codebook.
+    pub codebook: bool,
+    /// u − q, subtracted through the activations' block sums.
+    pub offset: i32,
+}
+
+impl Layout {
+    pub fn of(ty: GgmlType) -> Option<Layout> {
+        use GgmlType::*;
+        let l = |nibbles, high_bit, min, codebook, offset| Layout {
+            ty,
+            nibbles,
+            high_bit,
+            min,
+            codebook,
+            offset,
+        };
+        Some(match ty {
+            Q4_0 => l(true, false, false, false, 8),
+            Q4_1 => l(true, false, true, false, 0),
+            Q5_0 => l(true, true, false, false, 16),
+            Q5_1 => l(true, true, true, false, 0),
+            Q8_0 => l(false, false, false, false, 128),
+            IQ4NL => l(true, false, false, true, 128),
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one block's quants (and fifth-bit masks) for the sixteen rows.
+    pub fn quant_bytes(self) -> usize {
+        let q = if self.nibbles { 256 } else { 512 };
+        q + if self.high_bit { 64 } else { 0 }
+    }
+
+    /// Bytes of one block's scale vectors (d, and m for types with a minimum).
+    pub fn scale_bytes(self) -> usize {
+        if self.min {
+            64
+        } else {
+            32
+        }
+    }
+
+    /// Bytes of a group of `nb` blocks, padded to 64-byte lines.
+    pub fn group_bytes(self, nb: usize) -> usize {
+        (nb * (self.quant_bytes() + self.scale_bytes())).next_multiple_of(64)
+    }
+}
+
+/// A whole matrix in the interleaved layout.
+pub struct Interleaved {
+    layout: Layout,
+    /// Blocks per row.
+    nb: usize,
+    groups: usize,
+    data: Vec<Line>,
+}
+
+/// One 64-byte cache line, so that the buffer and every vector in it are aligned.
+#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl Interleaved {
+    /// The `rows` × `cols` matrix stored as ggml blocks in `weights`, rearranged; None when
+    /// `ty` has no interleaved layout.
+    pub fn new(ty: GgmlType, weights: &[u8], rows: usize, cols: usize) -> Option<Interleaved> {
+        let layout = Layout::of(ty)?;
+        let (bs, ts) = (ty.block_size(), ty.type_size());
+        assert!(cols.is_multiple_of(bs) && weights.len() == rows * cols / bs * ts);
+        let nb = cols / bs;
+        let groups = rows.div_ceil(ROWS);
+        let gb = layout.group_bytes(nb);
+        let mut data = vec![Line([0; 64]); groups * gb / 64];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
+        for (g, out) in bytes.chunks_exact_mut(gb).enumerate() {
+            for r in 0..ROWS.min(rows - g * ROWS) {
+                let row = &weights[(g * ROWS + r) * nb * ts..][..nb * ts];
+                for (b, block) in row.chunks_exact(ts).enumerate() {
+                    put_block(layout, nb, out, b, r, block);
+                }
+            }
+        }
+        Some(Interleaved {
+            layout,
+            nb,
+            groups,
+            data,
+        })
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Blocks per row.
+    pub fn blocks(&self) -> usize {
+        self.nb
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    pub fn group_bytes(&self) -> usize {
+        self.layout.group_bytes(self.nb)
+    }
+
+    /// The bytes of group `g` (rows 16g..16g+16), 64-byte aligned.
+    pub fn group(&self, g: usize) -> &[u8] {
+        let gb = self.group_bytes();
+        &bytemuck::cast_slice(&self.data)[g * gb..(g + 1) * gb]
+    }
+
+    pub fn storage_bytes(&self) -> usize {
+        self.data.len() * 64
+    }
+}
+
+/// Writes block `b` of row `r` (ggml bytes `block`) into its group's bytes `out`.
+fn put_block(l: Layout, nb: usize, out: &mut [u8], b: usize, r: usize, block: &[u8]) {
+    let (u, d, m) = unsigned_quants(l.ty, block);
+    let quants = &mut out[b * l.quant_bytes()..(b + 1) * l.quant_bytes()];
+    for (k, &u) in u.iter().enumerate() {
+        let (j, i) = (k / 4, k % 4);
+        if l.nibbles {
+            // Vector j % 4, low nibble for groups 0-3, high for 4-7.
+            let at = (j % 4) * 64 + 4 * r + i;
+            quants[at] |= (u & 0xF) << (4 * (j / 4));
+            if l.high_bit && u & 0x10 != 0 {
+                let bit = 4 * r + i;
+                quants[256 + 8 * j + bit / 8] |= 1 << (bit % 8);
+            }
+        } else {
+            quants[j * 64 + 4 * r + i] = u;
+        }
+    }
+    let scales = &mut out[nb * l.quant_bytes()..];
+    scales[b * 32 + 2 * r..][..2].copy_from_slice(&d.to_le_bytes());
+    if let Some(m) = m {
+        scales[nb * 32 + b * 32 + 2 * r..][..2].copy_from_slice(&m.to_le_bytes());
+    }
+}
+
+/// A block's 32 quants as stored here (q + offset; IQ4_NL: codebook indices), its d and its m.
+fn unsigned_quants(ty: GgmlType, b: &[u8]) -> ([u8; 32], f16, Option<f16>) {
+    use GgmlType::*;
+    let f16_at = |at: usize| f16::from_le_bytes([b[at], b[at + 1]]);
+    // Elements 0..16 of a 4-bit block are the low nibbles of its 16 bytes, 16..32 the high ones.
+    let nibble = |qs: &[u8], k: usize| {
+        if k < 16 {
+            qs[k] & 0xF
+        } else {
+            qs[k - 16] >> 4
+        }
+    };
+    let fifth = |qh: &[u8], k: usize| {
+        let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+        (((h >> k) & 1) << 4) as u8
+    };
+    let mut u = [0u8; 32];
+    let (d, m) = match ty {
+        Q4_0 | IQ4NL => {
+            for (k, u) in u.iter_mut().enumerate() {
+                *u = nibble(&b[2..18], k);
+            }
+            (f16_at(0), None)
+        }
+        Q4_1 => {
+            for (k, u) in u.iter_mut().enumerate() {
+                *u = nibble(&b[4..20], k);
+            }
+            (f16_at(0), Some(f16_at(2)))
+        }
+        Q5_0 => {
+            for (k, u) in u.iter_mut().enumerate() {
+                *u = nibble(&b[6..22], k) | fifth(&b[2..6], k);
+            }
+            (f16_at(0), None)
+        }
+        Q5_1 => {
+            for (k, u) in u.iter_mut().enumerate() {
+                *u = nibble(&b[8..24], k) | fifth(&b[4..8], k);
+            }
+            (f16_at(0), Some(f16_at(2)))
+        }
+        Q8_0 => {
+            for (k, u) in u.iter_mut().enumerate() {
+                *u = (b[2 + k] as i8 as i16 + 128) as u8;
+            }
+            (f16_at(0), None)
+        }
+        _ => unreachable!("{ty} has no interleaved layout"),
+    };
+    (u, d, m)
+}
+
+/// IQ4_NL's codebook shifted to unsigned bytes (value + 128), for the kernels' lookups.
+pub fn iq4_codebook_unsigned() -> [u8; 16] {
+    IQ4_VALUES.map(|v| (v as i16 + 128) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads element k of row r back out of the layout (the inverse of `put_block`).
+    fn get(iv: &Interleaved, r: usize, k: usize) -> (u8, u16, Option<u16>) {
+        let l = iv.layout;
+        let g = iv.group(r / ROWS);
+        let (rr, b, kk) = (r % ROWS, k / 32, k % 32);
+        let (j, i) = (kk / 4, kk % 4);
+        let q = &g[b * l.quant_bytes()..];
+        let mut u = if l.nibbles {
+            (q[(j % 4) * 64 + 4 * rr + i] >> (4 * (j / 4))) & 0xF
+        } else {
+            q[j * 64 + 4 * rr + i]
+        };
+        if l.high_bit {
+            let bit = 4 * rr + i;
+            u |= ((q[256 + 8 * j + bit / 8] >> (bit % 8)) & 1) << 4;
+        }
+        let s = &g[iv.nb * l.quant_bytes()..];
+        let d = u16::from_le_bytes([s[b * 32 + 2 * rr], s[b * 32 + 2 * rr + 1]]);
+        let m = l.min.then(|| {
+            let at = iv.nb * 32 + b * 32 + 2 * rr;
+            u16::from_le_bytes([s[at], s[at + 1]])
+        });
+        (u, d, m)
+    }
+
+    #[test]
+    fn every_quant_and_scale_lands_where_the_kernels_read_it() {
+        use GgmlType::*;
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4NL] {
+            let (rows, cols) = (21, 96);
+            let mut s = 0x9E37_79B9_7F4A_7C15u64;
+            let bytes: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap())
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 32) as u8
+                })
+                .collect();
+            let iv = Interleaved::new(ty, &bytes, rows, cols).unwrap();
+            assert_eq!(iv.groups(), 2);
+            assert_eq!(iv.group(0).as_ptr() as usize % 64, 0);
+            let ts = ty.type_size();
+            for r in 0..rows {
+                for k in 0..cols {
+                    let block = &bytes[(r * cols / 32 + k / 32) * ts..][..ts];
+                    let (u, d, m) = unsigned_quants(ty, block);
+                    let want = (u[k % 32], d.to_bits(), m.map(f16::to_bits));
+                    assert_eq!(get(&iv, r, k), want, "{ty} r={r} k={k}");
+                }
+            }
+            // Padding rows are zero.
+            assert!((rows..32).all(|r| get(&iv, r, 5).0 == 0));
+        }
+    }
+
+    #[test]
+    fn unsigned_quants_are_ggml_quants_plus_the_offset() {
+        // Q8_0: -128 and 127 map to 0 and 255; IQ4_NL keeps indices; Q5_0 adds the fifth bit.
+        let mut b = vec![0u8; 34];
+        b[2] = 0x80;
+        b[3] = 0x7F;
+        let (u, _, _) = unsigned_quants(GgmlType::Q8_0, &b);
+        assert_eq!((u[0], u[1], u[2]), (0, 255, 128));
+        let mut b = vec![0u8; 22];
+        b[2] = 0b10; // fifth bit of element 1
+        b[6] = 0x3F; // elements 0 (low nibble 15) and 16 (high nibble 3)
+        let (u, _, _) = unsigned_quants(GgmlType::Q5_0, &b);
+        assert_eq!((u[0], u[1], u[16]), (15, 16, 3));
+        assert_eq!(iq4_codebook_unsigned()[0], 1); // −127 + 128
+    }
+}
