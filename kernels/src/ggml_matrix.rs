@@ -5,7 +5,6 @@ use std::sync::OnceLock;
 
 use quant::bytes::SharedBytes;
 use quant::ggml::{dequantize_row, GgmlType};
-use rayon::prelude::*;
 
 use crate::cpu::interleave::{Interleaved, ROWS};
 use crate::cpu::q8::{ActFormat, QuantizedRows};
@@ -163,7 +162,7 @@ impl GgmlMatrix {
         if plan.n_tasks() == 1 {
             run(0);
         } else {
-            (0..plan.n_tasks()).into_par_iter().for_each(run);
+            crate::parallel::for_each(plan.n_tasks(), run);
         }
     }
 }
@@ -237,7 +236,7 @@ impl Matrix for GgmlMatrix {
         if plan.n_tasks() == 1 {
             run(0);
         } else {
-            (0..plan.n_tasks()).into_par_iter().for_each(run);
+            crate::parallel::for_each(plan.n_tasks(), run);
         }
     }
 
@@ -286,7 +285,7 @@ impl Tiles {
         // With a single token block nothing is re-read, so tasks only need to be many enough to
         // balance the threads; fewer, larger ones cost less scheduling.
         let rows_per_task = if n_tok <= MAX_NT {
-            cache_rows.max(rows.div_ceil(8 * rayon::current_num_threads()))
+            cache_rows.max(rows.div_ceil(8 * crate::parallel::threads()))
         } else {
             cache_rows
         };

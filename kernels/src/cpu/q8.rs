@@ -12,7 +12,6 @@ use bytemuck::Zeroable;
 use half::f16;
 use quant::ggml::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use quant::ggml::{GgmlType, QK_K};
-use rayon::prelude::*;
 
 use super::features::Isa;
 
@@ -150,10 +149,12 @@ impl QuantizedRows {
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..n_rows * row_bytes];
         // Small batches are not worth waking the thread pool for.
         if n_rows >= 8 {
-            bytes
-                .par_chunks_mut(row_bytes)
-                .zip(x.par_chunks(cols))
-                .for_each(|(out, row)| format.quantize_row(isa, row, out));
+            crate::parallel::for_each_chunk_mut(bytes, 4 * row_bytes, |i, out| {
+                for (j, out) in out.chunks_mut(row_bytes).enumerate() {
+                    let t = 4 * i + j;
+                    format.quantize_row(isa, &x[t * cols..(t + 1) * cols], out);
+                }
+            });
         } else {
             for (out, row) in bytes.chunks_mut(row_bytes).zip(x.chunks(cols)) {
                 format.quantize_row(isa, row, out);
