@@ -72,6 +72,9 @@ unsafe fn unpack<P: Packed>(q: *const u8, codebook: __m512i) -> [__m512i; 8] {
     u
 }
 
+/// How far ahead of the block being multiplied to prefetch, in bytes.
+const PREFETCH: usize = 4096;
+
 /// Where the parts of a token's activation row are, for rows of `nb` blocks: Q8_0 rows (types
 /// with an offset) or Q8_1 rows (types with a minimum); see `cpu::q8`.
 #[derive(Clone, Copy)]
@@ -110,6 +113,15 @@ unsafe fn group_tile<P: Packed, const NT: usize>(w: &[u8], nb: usize, x: ActRows
     };
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
+        if NT <= 2 {
+            // Decoding streams each weight once, from memory: ask for it a few blocks ahead
+            // (the hardware prefetchers alone left Q5_0 decode 25-40% slower). Prefetches past
+            // the buffer are harmless; the address is never dereferenced.
+            let ahead = wp.wrapping_add(b * P::QUANT_BYTES + PREFETCH);
+            for l in 0..P::QUANT_BYTES / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+            }
+        }
         let u = unpack::<P>(wp.add(b * P::QUANT_BYTES), codebook);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(scales.add(32 * b) as *const __m256i));
         let mw = if P::MIN {
