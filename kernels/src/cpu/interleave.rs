@@ -111,14 +111,14 @@ impl Interleaved {
         let gb = layout.group_bytes(nb);
         let mut data = vec![Line([0; 64]); groups * gb / 64];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
-        for (g, out) in bytes.chunks_exact_mut(gb).enumerate() {
+        crate::parallel::for_each_chunk_mut(bytes, gb, |g, out| {
             for r in 0..ROWS.min(rows - g * ROWS) {
                 let row = &weights[(g * ROWS + r) * nb * ts..][..nb * ts];
                 for (b, block) in row.chunks_exact(ts).enumerate() {
                     put_block(layout, nb, out, b, r, block);
                 }
             }
-        }
+        });
         Some(Interleaved {
             layout,
             nb,
@@ -158,19 +158,27 @@ impl Interleaved {
 /// Writes block `b` of row `r` (ggml bytes `block`) into its group's bytes `out`.
 fn put_block(l: Layout, nb: usize, out: &mut [u8], b: usize, r: usize, block: &[u8]) {
     let (u, d, m) = unsigned_quants(l.ty, block);
+    // Four elements (one lane of one vector) at a time.
+    let word = |j: usize| u32::from_le_bytes([u[4 * j], u[4 * j + 1], u[4 * j + 2], u[4 * j + 3]]);
     let quants = &mut out[b * l.quant_bytes()..(b + 1) * l.quant_bytes()];
-    for (k, &u) in u.iter().enumerate() {
-        let (j, i) = (k / 4, k % 4);
-        if l.nibbles {
-            // Vector j % 4, low nibble for groups 0-3, high for 4-7.
-            let at = (j % 4) * 64 + 4 * r + i;
-            quants[at] |= (u & 0xF) << (4 * (j / 4));
-            if l.high_bit && u & 0x10 != 0 {
-                let bit = 4 * r + i;
-                quants[256 + 8 * j + bit / 8] |= 1 << (bit % 8);
-            }
-        } else {
-            quants[j * 64 + 4 * r + i] = u;
+    let mut put = |at: usize, w: u32| quants[at..at + 4].copy_from_slice(&w.to_le_bytes());
+    if l.nibbles {
+        // Vector p: groups p (low nibbles) and p + 4 (high nibbles).
+        for p in 0..4 {
+            let (lo, hi) = (word(p) & 0x0F0F_0F0F, word(p + 4) & 0x0F0F_0F0F);
+            put(p * 64 + 4 * r, lo | hi << 4);
+        }
+    } else {
+        for j in 0..8 {
+            put(j * 64 + 4 * r, word(j));
+        }
+    }
+    if l.high_bit {
+        for j in 0..8 {
+            // Bit 4 of each of the four bytes, to bits 4r..4r+4 of mask j.
+            let h = (word(j) >> 4) & 0x0101_0101;
+            let bits = (h | h >> 7 | h >> 14 | h >> 21) & 0xF;
+            quants[256 + 8 * j + r / 2] |= (bits as u8) << (4 * (r % 2));
         }
     }
     let scales = &mut out[nb * l.quant_bytes()..];
