@@ -1,7 +1,20 @@
 //! Causal multi-head attention with grouped KV heads over a per-sequence cache.
+//!
+//! Keys are cached transposed in blocks of [`KEY_BLOCK`] positions ([`KeyBlocks`]): block b
+//! holds, for each key channel c (KV head h, dimension d: c = h·head_dim + d), the values of
+//! positions 16b..16b+16 side by side. A query row's scores against sixteen keys are then
+//! head_dim multiply-adds of one broadcast query element by one contiguous vector, with no
+//! horizontal sums. Values stay row-major; the weighted sum takes each value row once for
+//! several query rows.
+//!
+//! Plain loops over fixed-size arrays, compiled for AVX-512 and AVX2 as well as the baseline
+//! (as `cpu::vecmath`), so one source serves every CPU.
 
-use crate::cpu::dot_f32;
-use crate::cpu::vecmath::{axpy, exp_shift_sum};
+use crate::cpu::features::features;
+use crate::cpu::vecmath::exp_shift_sum;
+
+/// Key positions per block of the transposed key cache.
+pub const KEY_BLOCK: usize = 16;
 
 /// Shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -11,244 +24,280 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+/// Keys of one layer in the transposed block layout, growing with the sequence.
+#[derive(Clone, Debug, Default)]
+pub struct KeyBlocks {
+    /// Channels per key (n_kv_head · head_dim).
+    width: usize,
+    len: usize,
+    data: Vec<f32>,
+}
+
+impl KeyBlocks {
+    pub fn new(width: usize) -> KeyBlocks {
+        KeyBlocks {
+            width,
+            ..Default::default()
+        }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends the keys of `k.len() / width` positions (rows of `width`).
+    pub fn append(&mut self, k: &[f32]) {
+        let w = self.width;
+        assert!(w > 0 && k.len().is_multiple_of(w));
+        for key in k.chunks_exact(w) {
+            let (b, l) = (self.len / KEY_BLOCK, self.len % KEY_BLOCK);
+            if l == 0 {
+                self.data.resize((b + 1) * w * KEY_BLOCK, 0.0);
+            }
+            let block = &mut self.data[b * w * KEY_BLOCK..];
+            for (c, x) in key.iter().enumerate() {
+                block[c * KEY_BLOCK + l] = *x;
+            }
+            self.len += 1;
+        }
+    }
+
+    /// Keeps the first `len` positions.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let w = self.width;
+        self.data.truncate(len.div_ceil(KEY_BLOCK) * w * KEY_BLOCK);
+        let l = len % KEY_BLOCK;
+        if l != 0 {
+            // Positions past the end read as zero, as in a freshly grown block.
+            let b = len / KEY_BLOCK;
+            for c in 0..w {
+                self.data[(b * w + c) * KEY_BLOCK + l..][..KEY_BLOCK - l].fill(0.0);
+            }
+        }
+        self.len = len;
+    }
+
+    /// Channel `c` of position `j`.
+    pub fn get(&self, j: usize, c: usize) -> f32 {
+        assert!(j < self.len && c < self.width);
+        self.data[((j / KEY_BLOCK) * self.width + c) * KEY_BLOCK + j % KEY_BLOCK]
+    }
+}
+
 /// Attention of `n_tok` queries `q` (n_tok × n_head·head_dim), the first at position `pos0`, over
-/// the cached keys and values (rows of n_kv_head·head_dim, positions 0..pos0+n_tok): query t sees
-/// positions 0..=pos0+t. Returns n_tok × n_head·head_dim.
+/// the cached keys `k` and values `v` (rows of n_kv_head·head_dim), both holding positions
+/// 0..pos0+n_tok: query t sees positions 0..=pos0+t. Returns n_tok × n_head·head_dim.
 pub fn causal_attention(
     s: AttnShape,
     q: &[f32],
     n_tok: usize,
     pos0: usize,
-    k: &[f32],
+    k: &KeyBlocks,
     v: &[f32],
 ) -> Vec<f32> {
-    let (n_head, hd) = (s.n_head, s.head_dim);
-    let width = s.n_kv_head * hd;
+    let (n_head, n_kv, hd) = (s.n_head, s.n_kv_head, s.head_dim);
+    let width = n_kv * hd;
     assert_eq!(q.len(), n_tok * n_head * hd);
-    assert!(k.len() >= (pos0 + n_tok) * width && v.len() >= (pos0 + n_tok) * width);
+    assert_eq!(k.width, width, "key cache width");
+    assert!(k.len() >= pos0 + n_tok && v.len() >= (pos0 + n_tok) * width);
     let mut out = vec![0f32; n_tok * n_head * hd];
-    if n_tok >= tiled::MIN_TOKENS && hd.is_multiple_of(tiled::LANES) {
-        tiled::attention(s, q, n_tok, pos0, k, v, &mut out);
-        return out;
-    }
-    let group = n_head / s.n_kv_head;
-    let scale = 1.0 / (hd as f32).sqrt();
-    crate::parallel::for_each_chunk_mut(&mut out, hd, |i, o| {
-        let (t, h) = (i / n_head, i % n_head);
-        let off = (h / group) * hd;
-        let qh = &q[i * hd..(i + 1) * hd];
-        let total = pos0 + t + 1;
-        let mut scores: Vec<f32> = (0..total)
-            .map(|j| dot_f32(qh, &k[j * width + off..][..hd]) * scale)
-            .collect();
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let inv = 1.0 / exp_shift_sum(&mut scores, max);
-        for (j, p) in scores.iter().enumerate() {
-            axpy(p * inv, &v[j * width + off..][..hd], o);
-        }
-    });
-    out
-}
-
-/// Attention of a prompt batch in tiles: per KV head and block of query tokens, the scores of
-/// all the block's query rows (its tokens × the heads sharing that KV head) against sixteen keys
-/// at a time from a transposed copy of the keys, then the weighted sum of values four query
-/// rows at a time, so every loaded key and value serves many rows. Plain loops over fixed-size
-/// arrays, compiled for AVX-512 and AVX2 as well as the baseline (as `vecmath`).
-mod tiled {
-    use super::AttnShape;
-    use crate::cpu::features::features;
-    use crate::cpu::vecmath::exp_shift_sum;
-
-    /// Below this many query tokens the per-row path is faster (no transposed copy to make).
-    pub const MIN_TOKENS: usize = 4;
-    /// Keys per score tile; head dimensions must be a multiple of it.
-    pub const LANES: usize = 16;
-    /// Query tokens per task.
-    const BLOCK: usize = 8;
-    /// Query rows per step of the value sum.
-    const ROWS: usize = 4;
-
-    pub fn attention(
-        s: AttnShape,
-        q: &[f32],
-        n_tok: usize,
-        pos0: usize,
-        k: &[f32],
-        v: &[f32],
-        out: &mut [f32],
-    ) {
-        let (n_head, n_kv, hd) = (s.n_head, s.n_kv_head, s.head_dim);
-        let width = n_kv * hd;
-        let n_keys = pos0 + n_tok;
-        let key_blocks = n_keys.div_ceil(LANES);
-        // kt[h][b][d][l] = key 16b + l, dimension d, of KV head h (zero past the last key).
-        let mut kt = vec![0f32; n_kv * key_blocks * hd * LANES];
-        crate::parallel::for_each_chunk_mut(&mut kt, key_blocks * hd * LANES, |h, kt| {
-            for (j, key) in k.chunks_exact(width).take(n_keys).enumerate() {
-                let (b, l) = (j / LANES, j % LANES);
-                for (d, x) in key[h * hd..(h + 1) * hd].iter().enumerate() {
-                    kt[(b * hd + d) * LANES + l] = *x;
-                }
-            }
-        });
-        let blocks = n_tok.div_ceil(BLOCK);
-        let group = n_head / n_kv;
-        let out_ptr = OutPtr(out.as_mut_ptr());
+    let group = n_head / n_kv;
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let args = |heads: std::ops::Range<usize>, toks: std::ops::Range<usize>| Task {
+        q,
+        v,
+        kt: &k.data,
+        n_head,
+        hd,
+        width,
+        pos0,
+        kv: heads.start / group,
+        heads,
+        toks,
+        out: out_ptr,
+    };
+    if n_tok < TOKEN_BLOCK {
+        // Decoding: one task per query head, each row on its own.
         let task = |i: usize| {
-            // Latest (longest) blocks first, so the last tasks to finish are short.
+            let (t, h) = (i / n_head, i % n_head);
+            run::<1>(&args(h..h + 1, t..t + 1))
+        };
+        crate::parallel::for_each(n_tok * n_head, task);
+    } else {
+        // A prompt: per KV head and block of tokens, the rows of all heads sharing it, four
+        // at a time. Latest (longest) blocks first, so the last tasks to finish are short.
+        let blocks = n_tok.div_ceil(TOKEN_BLOCK);
+        let task = |i: usize| {
             let (h, b) = (i % n_kv, blocks - 1 - i / n_kv);
-            let toks = b * BLOCK..((b + 1) * BLOCK).min(n_tok);
-            let kt = &kt[h * key_blocks * hd * LANES..][..key_blocks * hd * LANES];
-            let args = Block {
-                q,
-                v,
-                kt,
-                n_head,
-                hd,
-                width,
-                pos0,
-                kv: h,
-                heads: h * group..(h + 1) * group,
-                toks,
-                out: out_ptr,
-            };
-            #[cfg(target_arch = "x86_64")]
-            {
-                let f = features();
-                if f.avx512f && f.has_avx2_fma() {
-                    // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
-                    return unsafe { x86::block_avx512(&args) };
-                }
-                if f.has_avx2_fma() {
-                    // SAFETY: the CPU has AVX2 and FMA (checked above).
-                    return unsafe { x86::block_avx2(&args) };
-                }
-            }
-            block(&args)
+            let toks = b * TOKEN_BLOCK..((b + 1) * TOKEN_BLOCK).min(n_tok);
+            run::<4>(&args(h * group..(h + 1) * group, toks))
         };
         crate::parallel::for_each(n_kv * blocks, task);
     }
+    out
+}
 
-    #[derive(Clone, Copy)]
-    struct OutPtr(*mut f32);
-    // SAFETY: each task writes the output rows of its own tokens × heads only.
-    unsafe impl Send for OutPtr {}
-    unsafe impl Sync for OutPtr {}
+/// Query tokens per task of a prompt.
+const TOKEN_BLOCK: usize = 8;
 
-    /// One task: the query tokens `toks` × heads `heads` (which share one KV head).
-    struct Block<'a> {
-        q: &'a [f32],
-        v: &'a [f32],
-        kt: &'a [f32],
-        n_head: usize,
-        hd: usize,
-        width: usize,
-        pos0: usize,
-        /// The KV head, and the query heads that share it.
-        kv: usize,
-        heads: std::ops::Range<usize>,
-        toks: std::ops::Range<usize>,
-        out: OutPtr,
-    }
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each task writes the output rows of its own tokens × heads only.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
 
+/// One task: the query tokens `toks` × heads `heads` (which share KV head `kv`).
+struct Task<'a> {
+    q: &'a [f32],
+    v: &'a [f32],
+    kt: &'a [f32],
+    n_head: usize,
+    hd: usize,
+    width: usize,
+    pos0: usize,
+    kv: usize,
+    heads: std::ops::Range<usize>,
+    toks: std::ops::Range<usize>,
+    out: OutPtr,
+}
+
+fn run<const R: usize>(t: &Task) {
     #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        pub unsafe fn block_avx512(b: &super::Block) {
-            super::block(b)
+    {
+        let f = features();
+        if f.avx512f && f.has_avx2_fma() {
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
+            return unsafe { x86::task_avx512::<R>(t) };
         }
-        #[target_feature(enable = "avx2,fma")]
-        pub unsafe fn block_avx2(b: &super::Block) {
-            super::block(b)
-        }
-    }
-
-    #[inline(always)]
-    fn block(b: &Block) {
-        let hd = b.hd;
-        let scale = 1.0 / (hd as f32).sqrt();
-        // Query rows (token, head), token-major, padded with empty rows to whole steps; row r
-        // sees keys 0..len(r).
-        let rows: Vec<(usize, usize)> = b
-            .toks
-            .clone()
-            .flat_map(|t| b.heads.clone().map(move |h| (t, h)))
-            .collect();
-        let len = |r: usize| rows.get(r).map_or(0, |&(t, _)| b.pos0 + t + 1);
-        let padded = rows.len().next_multiple_of(ROWS);
-        let stride = (b.pos0 + b.toks.end).next_multiple_of(LANES);
-        let mut qs = vec![0f32; padded * hd];
-        for (r, &(t, h)) in rows.iter().enumerate() {
-            let qh = &b.q[(t * b.n_head + h) * hd..][..hd];
-            for (o, x) in qs[r * hd..(r + 1) * hd].iter_mut().zip(qh) {
-                *o = x * scale;
-            }
-        }
-        // Scores, ROWS query rows × LANES keys per step.
-        let mut p = vec![0f32; padded * stride];
-        for r0 in (0..padded).step_by(ROWS) {
-            let keys = (r0..r0 + ROWS).map(len).max().unwrap_or(0);
-            for kb in 0..keys.div_ceil(LANES) {
-                let kt = &b.kt[kb * hd * LANES..][..hd * LANES];
-                let mut acc = [[0f32; LANES]; ROWS];
-                for (d, kd) in kt.chunks_exact(LANES).enumerate() {
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let qd = qs[(r0 + r) * hd + d];
-                        for (a, k) in acc.iter_mut().zip(kd) {
-                            *a = qd.mul_add(*k, *a);
-                        }
-                    }
-                }
-                for (r, acc) in acc.iter().enumerate() {
-                    p[(r0 + r) * stride + kb * LANES..][..LANES].copy_from_slice(acc);
-                }
-            }
-        }
-        for r in 0..rows.len() {
-            let pr = &mut p[r * stride..(r + 1) * stride];
-            let (scores, rest) = pr.split_at_mut(len(r));
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let inv = 1.0 / exp_shift_sum(scores, max);
-            scores.iter_mut().for_each(|x| *x *= inv);
-            rest.iter_mut().for_each(|x| *x = 0.0);
-        }
-        if hd.is_multiple_of(64) {
-            weighted_values::<64>(b, &rows, &p, stride, len);
-        } else {
-            weighted_values::<LANES>(b, &rows, &p, stride, len);
+        if f.has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return unsafe { x86::task_avx2::<R>(t) };
         }
     }
+    task::<R>(t)
+}
 
-    /// out[row] = Σ_j p[row][j]·v[j], ROWS rows × D dimensions per step.
-    #[inline(always)]
-    fn weighted_values<const D: usize>(
-        b: &Block,
-        rows: &[(usize, usize)],
-        p: &[f32],
-        stride: usize,
-        len: impl Fn(usize) -> usize,
-    ) {
-        let off = b.kv * b.hd;
-        for r0 in (0..rows.len()).step_by(ROWS) {
-            let keys = (r0..r0 + ROWS).map(&len).max().unwrap_or(0);
-            for d0 in (0..b.hd).step_by(D) {
-                let mut acc = [[0f32; D]; ROWS];
-                for j in 0..keys {
-                    let vj = &b.v[j * b.width + off + d0..][..D];
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let pj = p[(r0 + r) * stride + j];
-                        for (a, x) in acc.iter_mut().zip(vj) {
-                            *a = pj.mul_add(*x, *a);
-                        }
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn task_avx512<const R: usize>(t: &super::Task) {
+        super::task::<R>(t)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn task_avx2<const R: usize>(t: &super::Task) {
+        super::task::<R>(t)
+    }
+}
+
+/// Scores, softmax and weighted values of one task's query rows, `R` rows per step.
+#[inline(always)]
+fn task<const R: usize>(t: &Task) {
+    let hd = t.hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // Query rows (token, head), token-major, padded with empty rows to whole steps; row r
+    // sees keys 0..len(r).
+    let rows: Vec<(usize, usize)> = t
+        .toks
+        .clone()
+        .flat_map(|tok| t.heads.clone().map(move |h| (tok, h)))
+        .collect();
+    let len = |r: usize| rows.get(r).map_or(0, |&(tok, _)| t.pos0 + tok + 1);
+    let padded = rows.len().next_multiple_of(R);
+    let stride = (t.pos0 + t.toks.end).next_multiple_of(KEY_BLOCK);
+    let mut qs = vec![0f32; padded * hd];
+    for (r, &(tok, h)) in rows.iter().enumerate() {
+        let qh = &t.q[(tok * t.n_head + h) * hd..][..hd];
+        for (o, x) in qs[r * hd..(r + 1) * hd].iter_mut().zip(qh) {
+            *o = x * scale;
+        }
+    }
+    let mut p = vec![0f32; padded * stride];
+    let off = t.kv * hd;
+    let block_len = t.width * KEY_BLOCK;
+    for r0 in (0..padded).step_by(R) {
+        let keys = (r0..r0 + R).map(len).max().unwrap_or(0);
+        for kb in 0..keys.div_ceil(KEY_BLOCK) {
+            let kt = &t.kt[kb * block_len + off * KEY_BLOCK..][..hd * KEY_BLOCK];
+            // Two partial sums per row (even and odd dimensions) halve the dependency chain.
+            let mut even = [[0f32; KEY_BLOCK]; R];
+            let mut odd = [[0f32; KEY_BLOCK]; R];
+            let step = |acc: &mut [[f32; KEY_BLOCK]; R], d: usize, kd: &[f32]| {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let qd = qs[(r0 + r) * hd + d];
+                    for (a, k) in acc.iter_mut().zip(kd) {
+                        *a = qd.mul_add(*k, *a);
                     }
                 }
-                for (acc, &(t, h)) in acc.iter().zip(&rows[r0..]) {
-                    let at = (t * b.n_head + h) * b.hd + d0;
-                    // SAFETY: row (t, h) belongs to this task only and is inside the output.
-                    let o = unsafe { std::slice::from_raw_parts_mut(b.out.0.add(at), D) };
-                    o.copy_from_slice(acc);
+            };
+            let mut pairs = kt.chunks_exact(2 * KEY_BLOCK);
+            for (i, kd) in (&mut pairs).enumerate() {
+                step(&mut even, 2 * i, &kd[..KEY_BLOCK]);
+                step(&mut odd, 2 * i + 1, &kd[KEY_BLOCK..]);
+            }
+            if !pairs.remainder().is_empty() {
+                step(&mut even, hd - 1, pairs.remainder());
+            }
+            for r in 0..R {
+                let out = &mut p[(r0 + r) * stride + kb * KEY_BLOCK..][..KEY_BLOCK];
+                for ((o, a), b) in out.iter_mut().zip(even[r]).zip(odd[r]) {
+                    *o = a + b;
                 }
+            }
+        }
+    }
+    for r in 0..rows.len() {
+        let pr = &mut p[r * stride..(r + 1) * stride];
+        let (scores, rest) = pr.split_at_mut(len(r));
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let inv = 1.0 / exp_shift_sum(scores, max);
+        scores.iter_mut().for_each(|x| *x *= inv);
+        rest.iter_mut().for_each(|x| *x = 0.0);
+    }
+    if hd.is_multiple_of(64) {
+        weighted_values::<R, 64>(t, &rows, &p, stride, len);
+    } else if hd.is_multiple_of(16) {
+        weighted_values::<R, 16>(t, &rows, &p, stride, len);
+    } else {
+        weighted_values::<R, 1>(t, &rows, &p, stride, len);
+    }
+}
+
+/// out[row] = Σ_j p[row][j]·v[j], R rows × D dimensions per step.
+#[inline(always)]
+fn weighted_values<const R: usize, const D: usize>(
+    t: &Task,
+    rows: &[(usize, usize)],
+    p: &[f32],
+    stride: usize,
+    len: impl Fn(usize) -> usize,
+) {
+    let off = t.kv * t.hd;
+    for r0 in (0..rows.len()).step_by(R) {
+        let keys = (r0..r0 + R).map(&len).max().unwrap_or(0);
+        for d0 in (0..t.hd).step_by(D) {
+            let mut acc = [[0f32; D]; R];
+            for j in 0..keys {
+                let vj = &t.v[j * t.width + off + d0..][..D];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let pj = p[(r0 + r) * stride + j];
+                    for (a, x) in acc.iter_mut().zip(vj) {
+                        *a = pj.mul_add(*x, *a);
+                    }
+                }
+            }
+            for (acc, &(tok, h)) in acc.iter().zip(&rows[r0..]) {
+                let at = (tok * t.n_head + h) * t.hd + d0;
+                // SAFETY: row (tok, h) belongs to this task only and is inside the output.
+                let o = unsafe { std::slice::from_raw_parts_mut(t.out.0.add(at), D) };
+                o.copy_from_slice(acc);
             }
         }
     }
@@ -258,9 +307,9 @@ mod tiled {
 mod tests {
     use super::*;
 
-    /// Both paths (per row below `tiled::MIN_TOKENS` query tokens or for head sizes that are not
-    /// a multiple of 16, tiled otherwise) against float64, with a cache before the batch or not,
-    /// partial query blocks and key tiles, and both value-step widths (head size 64 and 48).
+    /// Decoding (one task per head) and prompt (tiles of several rows) paths against float64,
+    /// with a cache before the batch or not, partial token blocks and key blocks, and each
+    /// value-step width (head size 64, 48, 8).
     #[test]
     fn matches_float64_attention_with_gqa() {
         for (n_head, n_kv_head, head_dim, pos0, n_tok) in [
@@ -269,7 +318,8 @@ mod tests {
             (9, 3, 64, 19, 21),
             (4, 1, 48, 5, 11),
             (2, 2, 64, 70, 1),
-            (6, 3, 16, 0, 4),
+            (9, 3, 64, 33, 3),
+            (6, 3, 16, 0, 8),
         ] {
             let s = AttnShape {
                 n_head,
@@ -289,7 +339,11 @@ mod tests {
             .collect();
         let k: Vec<f32> = (0..(pos0 + n_tok) * width).map(|i| f(i, 1.37)).collect();
         let v: Vec<f32> = (0..(pos0 + n_tok) * width).map(|i| f(i, 0.53)).collect();
-        let got = causal_attention(s, &q, n_tok, pos0, &k, &v);
+        let mut kt = KeyBlocks::new(width);
+        // Appended in two pieces, as a cache grows.
+        kt.append(&k[..pos0 * width]);
+        kt.append(&k[pos0 * width..]);
+        let got = causal_attention(s, &q, n_tok, pos0, &kt, &v);
         for t in 0..n_tok {
             for h in 0..s.n_head {
                 let off = (h / group) * s.head_dim;
@@ -318,5 +372,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn key_blocks_hold_every_key_and_truncate_to_zero() {
+        let width = 5;
+        let k: Vec<f32> = (0..37 * width).map(|i| i as f32 + 1.0).collect();
+        let mut kt = KeyBlocks::new(width);
+        kt.append(&k);
+        assert_eq!(kt.len(), 37);
+        for j in 0..37 {
+            for c in 0..width {
+                assert_eq!(kt.get(j, c), k[j * width + c]);
+            }
+        }
+        kt.truncate(20);
+        kt.append(&k[..width]);
+        assert_eq!(
+            (kt.len(), kt.get(20, 3), kt.get(19, 3)),
+            (21, 4.0, k[19 * width + 3])
+        );
+        // Past the end of the last block: zeros, never stale keys.
+        assert!(kt.data[(width + 3) * KEY_BLOCK + 5..][..KEY_BLOCK - 5]
+            .iter()
+            .all(|x| *x == 0.0));
+        assert_eq!(kt.data.len(), 2 * width * KEY_BLOCK);
     }
 }

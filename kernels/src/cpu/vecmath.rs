@@ -1,6 +1,6 @@
-//! Vector math for attention: y += a·x and the exponentials of softmax. Written as plain loops
-//! over branch-free arithmetic and compiled twice, once for the portable baseline and once with
-//! AVX2+FMA enabled, where the compiler vectorizes them 8 lanes wide; one source, no twins.
+//! Vector math for attention and the MLP: the exponentials of softmax and SwiGLU. Written as
+//! plain loops over branch-free arithmetic and compiled for the portable baseline, AVX2+FMA and
+//! AVX-512, where the compiler vectorizes them 8 or 16 lanes wide; one source, no twins.
 
 use super::features::features;
 
@@ -63,13 +63,6 @@ fn swiglu_body(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-#[inline(always)]
-fn axpy_body(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(*x, *y);
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     #[target_feature(enable = "avx512f,avx2,fma")]
@@ -93,11 +86,6 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
         super::swiglu_body(gate, up)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-        super::axpy_body(a, x, y)
     }
 }
 
@@ -130,17 +118,6 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
         return unsafe { avx2::swiglu(gate, up) };
     }
     swiglu_body(gate, up)
-}
-
-/// y ← y + a·x.
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len());
-    #[cfg(target_arch = "x86_64")]
-    if features().has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { avx2::axpy(a, x, y) };
-    }
-    axpy_body(a, x, y)
 }
 
 #[cfg(test)]
@@ -210,23 +187,6 @@ mod tests {
                 "{x}: {} vs {want}",
                 g[i]
             );
-        }
-    }
-
-    #[test]
-    fn axpy_matches_float64() {
-        for n in [0, 1, 7, 8, 9, 64, 100] {
-            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let mut y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let want: Vec<f64> = x
-                .iter()
-                .zip(&y)
-                .map(|(x, y)| 0.3f64 * *x as f64 + *y as f64)
-                .collect();
-            axpy(0.3, &x, &mut y);
-            for (g, w) in y.iter().zip(&want) {
-                assert!((*g as f64 - w).abs() < 1e-6);
-            }
         }
     }
 }
