@@ -89,6 +89,15 @@ impl GgmlMatrix {
         })
     }
 
+    /// The interleaved form of the weights, made on first use, where a group kernel reads them.
+    fn interleaved(&self) -> Option<&Interleaved> {
+        let (_, packed) = self.group.as_ref()?;
+        Some(packed.get_or_init(|| {
+            Interleaved::new(self.ty, &self.data, self.rows, self.cols)
+                .expect("a group kernel exists only for interleaved types")
+        }))
+    }
+
     /// The kernel over interleaved rows that `matmul` uses, if any.
     pub fn group_kernel(&self) -> Option<GroupKernel> {
         self.group.as_ref().map(|(k, _)| *k)
@@ -196,11 +205,8 @@ impl Matrix for GgmlMatrix {
                 (quantized.bytes(), quantized.row_bytes())
             }
         };
-        if let Some((kernel, packed)) = &self.group {
-            let packed = packed.get_or_init(|| {
-                Interleaved::new(self.ty, &self.data, self.rows, self.cols)
-                    .expect("a group kernel exists only for interleaved types")
-            });
+        if let Some((kernel, _)) = &self.group {
+            let packed = self.interleaved().expect("the group kernel's layout");
             return self.matmul_interleaved(*kernel, packed, acts, stride, n_tok, y);
         }
         let plan = Tiles::new(self.rows, n_tok, self.row_bytes);
@@ -251,6 +257,10 @@ impl Matrix for GgmlMatrix {
 
     fn storage_bytes(&self) -> usize {
         self.data.len()
+    }
+
+    fn prepare(&self) {
+        self.interleaved();
     }
 }
 

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// forward pass, short enough not to burn a core between requests.
 const SPIN: Duration = Duration::from_micros(200);
 
+/// Spins of a caller waiting for a helper's last tasks before it starts yielding.
+const YIELD_AFTER: u32 = 1 << 14;
+
 /// Runs `f(0)`, …, `f(n − 1)` on the team (the caller included), in no particular order, and
 /// returns when all have finished. A panic in any task is resumed here.
 pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
@@ -152,8 +155,16 @@ impl Team {
         }
         let mine = work(s);
         s.done.fetch_add(mine, Ordering::AcqRel);
+        // Only tasks a helper has claimed are left: wait for them, yielding the core once the
+        // wait is long (the helper was descheduled on a loaded machine).
+        let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < n {
-            std::hint::spin_loop();
+            spins += 1;
+            if spins > YIELD_AFTER {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         if s.panicked.load(Ordering::Relaxed) {
             resume_unwind(Box::new("a task of a parallel loop panicked"));
@@ -195,8 +206,10 @@ fn helper(s: &'static Shared) {
         // Wait for a new loop: spin, then sleep.
         let start = Instant::now();
         let mut cur = s.state.load(Ordering::Acquire);
+        let mut spins = 0u32;
         while cur >> 32 == seen {
-            if start.elapsed() > SPIN {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 && start.elapsed() > SPIN {
                 let mut l = s.lock.lock().unwrap();
                 s.sleepers.fetch_add(1, Ordering::SeqCst);
                 while s.state.load(Ordering::SeqCst) >> 32 == seen {

@@ -105,6 +105,7 @@ fn stddev(v: &[f64]) -> f64 {
 
 /// Runs `test` on `model`: one untimed warm-up, then `reps` timed repetitions.
 pub fn run(model: &Model, test: BenchTest, reps: usize, seed: u64) -> BenchResult {
+    model.prepare();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let vocab = model.embed.rows() as u32;
     let bos = model

@@ -91,13 +91,8 @@ pub struct Interleaved {
     /// Blocks per row.
     nb: usize,
     groups: usize,
-    data: Vec<Line>,
+    data: PageBuffer,
 }
-
-/// One 64-byte cache line, so that the buffer and every vector in it are aligned.
-#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
 
 impl Interleaved {
     /// The `rows` × `cols` matrix stored as ggml blocks in `weights`, rearranged; None when
@@ -109,8 +104,8 @@ impl Interleaved {
         let nb = cols / bs;
         let groups = rows.div_ceil(ROWS);
         let gb = layout.group_bytes(nb);
-        let mut data = vec![Line([0; 64]); groups * gb / 64];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
+        let mut data = PageBuffer::zeroed(groups * gb);
+        let bytes: &mut [u8] = data.bytes_mut();
         crate::parallel::for_each_chunk_mut(bytes, gb, |g, out| {
             for r in 0..ROWS.min(rows - g * ROWS) {
                 let row = &weights[(g * ROWS + r) * nb * ts..][..nb * ts];
@@ -147,11 +142,98 @@ impl Interleaved {
     /// The bytes of group `g` (rows 16g..16g+16), 64-byte aligned.
     pub fn group(&self, g: usize) -> &[u8] {
         let gb = self.group_bytes();
-        &bytemuck::cast_slice(&self.data)[g * gb..(g + 1) * gb]
+        &self.data.bytes()[g * gb..(g + 1) * gb]
     }
 
     pub fn storage_bytes(&self) -> usize {
-        self.data.len() * 64
+        self.data.len
+    }
+}
+
+/// A zeroed, 64-byte aligned buffer, carved out of 2 MiB-aligned chunks that the kernel is asked
+/// to back with huge pages: a decoded token streams every weight once, and with 4 KiB pages each
+/// of the tens of thousands of pages of even a small model costs a TLB miss per token. The
+/// matrices of a model are made one after another and share chunks; a chunk is freed with its
+/// last buffer.
+struct PageBuffer {
+    chunk: std::sync::Arc<Chunk>,
+    offset: usize,
+    len: usize,
+}
+
+impl PageBuffer {
+    fn zeroed(len: usize) -> PageBuffer {
+        static CURRENT: std::sync::Mutex<Option<(std::sync::Arc<Chunk>, usize)>> =
+            std::sync::Mutex::new(None);
+        let len64 = len.next_multiple_of(64).max(64);
+        let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        let (chunk, offset) = match current.as_mut() {
+            Some((chunk, used)) if chunk.size - *used >= len64 => {
+                *used += len64;
+                (chunk.clone(), *used - len64)
+            }
+            _ => {
+                let chunk = std::sync::Arc::new(Chunk::new(len64.max(Chunk::SIZE)));
+                *current = Some((chunk.clone(), len64));
+                (chunk, 0)
+            }
+        };
+        // Zeroing is the first touch of these pages, after the huge-page advice.
+        // SAFETY: offset + len64 is inside the chunk, and no other buffer covers it.
+        unsafe { std::ptr::write_bytes(chunk.ptr.as_ptr().add(offset), 0, len64) };
+        PageBuffer { chunk, offset, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: offset + len is inside the chunk, zeroed when the buffer was carved.
+        unsafe { std::slice::from_raw_parts(self.chunk.ptr.as_ptr().add(self.offset), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; only this buffer covers these bytes, and only `Interleaved::new`
+        // writes them, before the buffer is shared.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.chunk.ptr.as_ptr().add(self.offset), self.len)
+        }
+    }
+}
+
+struct Chunk {
+    ptr: std::ptr::NonNull<u8>,
+    size: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: plain owned memory; buffers in it are disjoint.
+unsafe impl Send for Chunk {}
+unsafe impl Sync for Chunk {}
+
+impl Chunk {
+    const HUGE: usize = 2 << 20;
+    const SIZE: usize = 16 * Self::HUGE;
+
+    fn new(size: usize) -> Chunk {
+        let size = size.next_multiple_of(Self::HUGE);
+        let layout = std::alloc::Layout::from_size_align(size, Self::HUGE).expect("chunk layout");
+        // SAFETY: the layout has a non-zero size. The memory stays untouched until a buffer is
+        // carved out and zeroed, so the advice below applies before any page is faulted in.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let ptr =
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        #[cfg(target_os = "linux")]
+        // A hint: where transparent huge pages are off, nothing changes.
+        // SAFETY: the range is this allocation, aligned to the huge page size.
+        unsafe {
+            libc::madvise(raw as *mut libc::c_void, size, libc::MADV_HUGEPAGE)
+        };
+        Chunk { ptr, size, layout }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
 

@@ -171,6 +171,17 @@ impl Model {
         self.layers.len() * per_layer + self.embed.rows() * self.embed.cols() + head
     }
 
+    /// Readies every matrix that forward passes multiply with (`Matrix::prepare`), so that the
+    /// first pass is not slowed by one-time work. Passes work without it.
+    pub fn prepare(&self) {
+        for l in &self.layers {
+            for k in LinearKind::ALL {
+                l.linear(k).w.prepare();
+            }
+        }
+        self.output.prepare();
+    }
+
     pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.tokenizer.as_ref()
     }
