@@ -209,7 +209,7 @@ fn helper(s: &'static Shared) {
         let mut spins = 0u32;
         while cur >> 32 == seen {
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 let mut l = s.lock.lock().unwrap();
                 s.sleepers.fetch_add(1, Ordering::SeqCst);
                 while s.state.load(Ordering::SeqCst) >> 32 == seen {
