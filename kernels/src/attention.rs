@@ -94,7 +94,7 @@ impl KeyBlocks {
 
 /// Attention of `n_tok` queries `q` (n_tok × n_head·head_dim), the first at position `pos0`, over
 /// the cached keys `k` and values `v` (rows of n_kv_head·head_dim), both holding positions
-/// 0..pos0+n_tok: query t sees positions 0..=pos0+t. Returns n_tok × n_head·head_dim.
+/// 0..pos0+n_tok: query t sees positions 0..=pos0+t. Writes n_tok × n_head·head_dim to `out`.
 pub fn causal_attention(
     s: AttnShape,
     q: &[f32],
@@ -102,13 +102,14 @@ pub fn causal_attention(
     pos0: usize,
     k: &KeyBlocks,
     v: &[f32],
-) -> Vec<f32> {
+    out: &mut [f32],
+) {
     let (n_head, n_kv, hd) = (s.n_head, s.n_kv_head, s.head_dim);
     let width = n_kv * hd;
     assert_eq!(q.len(), n_tok * n_head * hd);
+    assert_eq!(out.len(), q.len());
     assert_eq!(k.width, width, "key cache width");
     assert!(k.len() >= pos0 + n_tok && v.len() >= (pos0 + n_tok) * width);
-    let mut out = vec![0f32; n_tok * n_head * hd];
     let group = n_head / n_kv;
     let out_ptr = OutPtr(out.as_mut_ptr());
     let args = |heads: std::ops::Range<usize>, toks: std::ops::Range<usize>| Task {
@@ -142,7 +143,6 @@ pub fn causal_attention(
         };
         crate::parallel::for_each(n_kv * blocks, task);
     }
-    out
 }
 
 /// Query tokens per task of a prompt.
@@ -343,7 +343,8 @@ mod tests {
         // Appended in two pieces, as a cache grows.
         kt.append(&k[..pos0 * width]);
         kt.append(&k[pos0 * width..]);
-        let got = causal_attention(s, &q, n_tok, pos0, &kt, &v);
+        let mut got = vec![f32::NAN; q.len()];
+        causal_attention(s, &q, n_tok, pos0, &kt, &v, &mut got);
         for t in 0..n_tok {
             for h in 0..s.n_head {
                 let off = (h / group) * s.head_dim;

@@ -60,6 +60,33 @@ pub fn for_each_chunk_mut<T: Send>(
     });
 }
 
+/// [`for_each_chunk_mut`] over two slices in step: task i gets piece i of each (pieces of
+/// `chunk_a` and `chunk_b` elements; both slices must have the same number of pieces).
+pub fn for_each_chunk_pair_mut<A: Send, B: Send>(
+    a: &mut [A],
+    chunk_a: usize,
+    b: &mut [B],
+    chunk_b: usize,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync,
+) {
+    assert!(chunk_a > 0 && chunk_b > 0);
+    let n = a.len().div_ceil(chunk_a);
+    assert_eq!(n, b.len().div_ceil(chunk_b), "pieces of both slices");
+    let (la, lb) = (a.len(), b.len());
+    let (pa, pb) = (SendPtr(a.as_mut_ptr()), SendPtr(b.as_mut_ptr()));
+    for_each(n, |i| {
+        let (sa, sb) = (i * chunk_a, i * chunk_b);
+        // SAFETY: as in `for_each_chunk_mut`, for each slice.
+        let (x, y) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(pa.get().add(sa), chunk_a.min(la - sa)),
+                std::slice::from_raw_parts_mut(pb.get().add(sb), chunk_b.min(lb - sb)),
+            )
+        };
+        f(i, x, y)
+    });
+}
+
 struct SendPtr<T>(*mut T);
 impl<T> Clone for SendPtr<T> {
     fn clone(&self) -> Self {

@@ -145,7 +145,9 @@ impl QuantizedRows {
         let row_bytes = format.row_bytes(cols);
         // Rows are whole multiples of 4 bytes, so every row starts aligned for its blocks.
         let n_rows = x.len() / cols;
-        let mut words = vec![0u32; (n_rows * row_bytes).div_ceil(4)];
+        let mut words = SPARE.take();
+        words.clear();
+        words.resize((n_rows * row_bytes).div_ceil(4), 0);
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..n_rows * row_bytes];
         // Small batches are not worth waking the thread pool for.
         if n_rows >= 8 {
@@ -184,6 +186,26 @@ impl QuantizedRows {
     pub fn row(&self, t: usize) -> &[u8] {
         &self.bytes()[t * self.row_bytes..(t + 1) * self.row_bytes]
     }
+}
+
+impl Drop for QuantizedRows {
+    fn drop(&mut self) {
+        let words = std::mem::take(&mut self.words);
+        SPARE.with(|spare| {
+            let old = spare.take();
+            spare.set(if old.capacity() > words.capacity() {
+                old
+            } else {
+                words
+            });
+        });
+    }
+}
+
+thread_local! {
+    /// The buffer of this thread's last dropped `QuantizedRows`, reused by the next: a prompt
+    /// batch's quantized activations are hundreds of kilobytes, quantized once per matmul.
+    static SPARE: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Q8_0: d = max|x|/127 per 32 values, q = round-half-away(x/d).

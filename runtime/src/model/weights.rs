@@ -71,12 +71,19 @@ impl Linear {
 
     /// y = x·Wᵀ + b for `n_tok` rows of x.
     pub fn forward(&self, x: &[f32], n_tok: usize) -> Vec<f32> {
-        let mut y = vec![0f32; n_tok * self.w.rows()];
-        self.w.matmul(x, n_tok, &mut y);
-        if let Some(b) = &self.bias {
-            kernels::ops::add_bias(&mut y, b);
-        }
+        let mut y = Vec::new();
+        self.forward_into(x, n_tok, &mut y);
         y
+    }
+
+    /// [`forward`](Self::forward) into `y`, resized to n_tok × rows (its capacity is reused).
+    pub fn forward_into(&self, x: &[f32], n_tok: usize, y: &mut Vec<f32>) {
+        // Every element is overwritten by the product: no need to clear old contents.
+        y.resize(n_tok * self.w.rows(), 0.0);
+        self.w.matmul(x, n_tok, y);
+        if let Some(b) = &self.bias {
+            kernels::ops::add_bias(y, b);
+        }
     }
 }
 
