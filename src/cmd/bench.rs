@@ -34,6 +34,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Row {
     model: String,
+    /// The SIMD extensions the kernels use.
+    cpu: String,
     model_type: String,
     model_size: usize,
     model_n_params: usize,
@@ -71,6 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         };
         let row = Row {
             model: model.source.clone(),
+            cpu: kernels::cpu::features().summary(),
             model_type: model_type.clone(),
             model_size: model.storage_bytes(),
             model_n_params: model.n_params(),
