@@ -1,23 +1,27 @@
-//! Weights of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) rearranged
-//! sixteen rows at a time for the AVX-512 VNNI kernels, as llama.cpp's CPU backend repacks them
-//! at load time.
+//! Weights of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) and of the
+//! K-quants Q4_K, Q5_K and Q6_K rearranged sixteen rows at a time for the AVX-512 VNNI kernels,
+//! as llama.cpp's CPU backend repacks them at load time.
 //!
 //! In ggml's layout one row's blocks are contiguous, so a SIMD dot product of one row needs a
 //! horizontal reduction and a scale conversion per block. Here the sixteen rows of a group share
-//! every vector: for each block, byte 4r + i of vector j holds element 4j + i of row r, so one
-//! `vpdpbusd` with four activation bytes broadcast gives all sixteen rows' partial sums in its
-//! sixteen lanes, and the rows' scales load as one vector.
+//! every vector: for each 32 elements ("chunk"), byte 4r + i of vector j holds element 4j + i of
+//! row r, so one `vpdpbusd` with four activation bytes broadcast gives all sixteen rows' partial
+//! sums in its sixteen lanes, and the rows' scales load as one vector.
 //!
 //! Quants are stored unsigned, u = q + offset (offset 128 for Q8_0 and IQ4_NL's codebook values,
-//! 8 for Q4_0, 16 for Q5_0, 0 for the types with a minimum): `vpdpbusd` multiplies unsigned by
-//! signed bytes, and Σ u·a − offset·Σa is exactly ggml's integer Σ q·a (Q8_0 activation rows
-//! carry Σa per block). The bytes are the same quants and scales, in another order; the layout
-//! takes as many bytes as the original (plus padding to 64-byte lines).
+//! 8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 0 for the types with a minimum): `vpdpbusd` multiplies
+//! unsigned by signed bytes, and Σ u·a − offset·Σa is exactly ggml's integer Σ q·a (Q8_0
+//! activation rows carry Σa per block, Q8_K rows per 16 elements). The bytes are the same quants
+//! and scales, in another order; the layout takes about as many bytes as the original.
 //!
-//! A group is `nb` blocks: first each block's quants (512 bytes of bytes, or 256 bytes of
-//! nibbles — vector p holds groups p and p + 4 in its low and high nibbles — then, for Q5_x,
-//! eight 64-bit masks of fifth bits), then each block's sixteen f16 scales d, then (Q4_1, Q5_1)
-//! its sixteen f16 minimums m. Rows past the end of the matrix are zero.
+//! A chunk's quants are 512 bytes of bytes (Q8_0), or 256 bytes of nibbles (vector p holds
+//! vectors p and p + 4 in its low and high nibbles) followed by one (Q5_x: bit 4) or two (Q6_K:
+//! bits 4 and 5) planes of eight 64-bit masks. A group is `nb` blocks' quants (one chunk per
+//! 32-element block, eight per K-quant super-block), then their scales: for 32-element blocks
+//! each block's sixteen f16 d, then (Q4_1, Q5_1) each block's sixteen f16 m; for K-quants, per
+//! super-block, Q4_K/Q5_K: the 6-bit scales as bytes (8 × 16), the minimums as i16 pairs of
+//! sub-blocks (4 × 16 × 2), d and dmin (16 f16 each); Q6_K: the i8 scales (16 × 16), d. Rows past
+//! the end of the matrix are zero.
 
 use half::f16;
 use quant::ggml::blocks::IQ4_VALUES;
@@ -26,56 +30,69 @@ use quant::ggml::GgmlType;
 /// Rows per group: one per 32-bit lane of a 512-bit vector.
 pub const ROWS: usize = 16;
 
-/// How a 32-element block type is stored in the interleaved layout.
+/// How a block type is stored in the interleaved layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub ty: GgmlType,
     /// Quants as 4-bit nibbles (else whole bytes).
     pub nibbles: bool,
-    /// A fifth bit per quant (Q5_0, Q5_1).
-    pub high_bit: bool,
-    /// An additive minimum per block (paired with Q8_1 activations).
+    /// Planes of higher quant bits above the nibbles: 1 (Q5_x), 2 (Q6_K) or 0.
+    pub high_bits: usize,
+    /// An additive minimum per block or sub-block (Q4_1, Q5_1, Q4_K, Q5_K).
     pub min: bool,
     /// Nibbles index IQ4_NL's codebook.
     pub codebook: bool,
     /// u − q, subtracted through the activations' block sums.
     pub offset: i32,
+    /// A 256-element K-quant super-block of eight chunks (else one 32-element block).
+    pub super_block: bool,
 }
 
 impl Layout {
     pub fn of(ty: GgmlType) -> Option<Layout> {
         use GgmlType::*;
-        let l = |nibbles, high_bit, min, codebook, offset| Layout {
+        let l = |nibbles, high_bits, min, codebook, offset, super_block| Layout {
             ty,
             nibbles,
-            high_bit,
+            high_bits,
             min,
             codebook,
             offset,
+            super_block,
         };
         Some(match ty {
-            Q4_0 => l(true, false, false, false, 8),
-            Q4_1 => l(true, false, true, false, 0),
-            Q5_0 => l(true, true, false, false, 16),
-            Q5_1 => l(true, true, true, false, 0),
-            Q8_0 => l(false, false, false, false, 128),
-            IQ4NL => l(true, false, false, true, 128),
+            Q4_0 => l(true, 0, false, false, 8, false),
+            Q4_1 => l(true, 0, true, false, 0, false),
+            Q5_0 => l(true, 1, false, false, 16, false),
+            Q5_1 => l(true, 1, true, false, 0, false),
+            Q8_0 => l(false, 0, false, false, 128, false),
+            IQ4NL => l(true, 0, false, true, 128, false),
+            Q4K => l(true, 0, true, false, 0, true),
+            Q5K => l(true, 1, true, false, 0, true),
+            Q6K => l(true, 2, false, false, 32, true),
             _ => return None,
         })
     }
 
-    /// Bytes of one block's quants (and fifth-bit masks) for the sixteen rows.
-    pub fn quant_bytes(self) -> usize {
-        let q = if self.nibbles { 256 } else { 512 };
-        q + if self.high_bit { 64 } else { 0 }
+    /// Bytes of one chunk's quants (and high-bit masks) for the sixteen rows.
+    pub fn chunk_bytes(self) -> usize {
+        (if self.nibbles { 256 } else { 512 }) + 64 * self.high_bits
     }
 
-    /// Bytes of one block's scale vectors (d, and m for types with a minimum).
+    /// Bytes of one block's quants.
+    pub fn quant_bytes(self) -> usize {
+        self.chunk_bytes() * if self.super_block { 8 } else { 1 }
+    }
+
+    /// Bytes of one block's scales.
     pub fn scale_bytes(self) -> usize {
-        if self.min {
-            64
-        } else {
-            32
+        match (self.super_block, self.min) {
+            (false, false) => 32,
+            (false, true) => 64,
+            // Scales, minimum pairs, d, dmin.
+            (true, true) => 128 + 256 + 64,
+            // Scales, d.
+            (true, false) => 256 + 32,
         }
     }
 
@@ -239,13 +256,45 @@ impl Drop for Chunk {
 
 /// Writes block `b` of row `r` (ggml bytes `block`) into its group's bytes `out`.
 fn put_block(l: Layout, nb: usize, out: &mut [u8], b: usize, r: usize, block: &[u8]) {
+    let quants = &mut out[b * l.quant_bytes()..(b + 1) * l.quant_bytes()];
+    if l.super_block {
+        let k = k_quants(l.ty, block);
+        for (c, q) in quants.chunks_exact_mut(l.chunk_bytes()).enumerate() {
+            put_chunk(l, q, r, k.u[32 * c..32 * (c + 1)].try_into().unwrap());
+        }
+        let scales = &mut out[nb * l.quant_bytes() + b * l.scale_bytes()..][..l.scale_bytes()];
+        if l.min {
+            for (j, (sc, m)) in k.scales.iter().zip(k.mins).enumerate() {
+                scales[16 * j + r] = *sc as u8;
+                scales[128 + (j / 2) * 64 + 4 * r + 2 * (j % 2)..][..2]
+                    .copy_from_slice(&(m as i16).to_le_bytes());
+            }
+            scales[384 + 2 * r..][..2].copy_from_slice(&k.d.to_le_bytes());
+            scales[416 + 2 * r..][..2].copy_from_slice(&k.dmin.to_le_bytes());
+        } else {
+            for (s, sc) in k.scales.iter().enumerate() {
+                scales[16 * s + r] = *sc as u8;
+            }
+            scales[256 + 2 * r..][..2].copy_from_slice(&k.d.to_le_bytes());
+        }
+        return;
+    }
     let (u, d, m) = unsigned_quants(l.ty, block);
+    put_chunk(l, quants, r, &u);
+    let scales = &mut out[nb * l.quant_bytes()..];
+    scales[b * 32 + 2 * r..][..2].copy_from_slice(&d.to_le_bytes());
+    if let Some(m) = m {
+        scales[nb * 32 + b * 32 + 2 * r..][..2].copy_from_slice(&m.to_le_bytes());
+    }
+}
+
+/// Writes row `r`'s 32 unsigned quants `u` of one chunk into the chunk's bytes `quants`.
+fn put_chunk(l: Layout, quants: &mut [u8], r: usize, u: &[u8; 32]) {
     // Four elements (one lane of one vector) at a time.
     let word = |j: usize| u32::from_le_bytes([u[4 * j], u[4 * j + 1], u[4 * j + 2], u[4 * j + 3]]);
-    let quants = &mut out[b * l.quant_bytes()..(b + 1) * l.quant_bytes()];
     let mut put = |at: usize, w: u32| quants[at..at + 4].copy_from_slice(&w.to_le_bytes());
     if l.nibbles {
-        // Vector p: groups p (low nibbles) and p + 4 (high nibbles).
+        // Vector p: vectors p (low nibbles) and p + 4 (high nibbles).
         for p in 0..4 {
             let (lo, hi) = (word(p) & 0x0F0F_0F0F, word(p + 4) & 0x0F0F_0F0F);
             put(p * 64 + 4 * r, lo | hi << 4);
@@ -255,18 +304,79 @@ fn put_block(l: Layout, nb: usize, out: &mut [u8], b: usize, r: usize, block: &[
             put(j * 64 + 4 * r, word(j));
         }
     }
-    if l.high_bit {
+    for plane in 0..l.high_bits {
         for j in 0..8 {
-            // Bit 4 of each of the four bytes, to bits 4r..4r+4 of mask j.
-            let h = (word(j) >> 4) & 0x0101_0101;
+            // Bit 4 + plane of each of the four bytes, to bits 4r..4r+4 of mask j.
+            let h = (word(j) >> (4 + plane)) & 0x0101_0101;
             let bits = (h | h >> 7 | h >> 14 | h >> 21) & 0xF;
-            quants[256 + 8 * j + r / 2] |= (bits as u8) << (4 * (r % 2));
+            quants[256 + 64 * plane + 8 * j + r / 2] |= (bits as u8) << (4 * (r % 2));
         }
     }
-    let scales = &mut out[nb * l.quant_bytes()..];
-    scales[b * 32 + 2 * r..][..2].copy_from_slice(&d.to_le_bytes());
-    if let Some(m) = m {
-        scales[nb * 32 + b * 32 + 2 * r..][..2].copy_from_slice(&m.to_le_bytes());
+}
+
+/// A K-quant super-block's 256 quants as stored here (Q6_K: q + 32, its stored form), its
+/// sub-block scales (Q4_K/Q5_K: 8 unsigned 6-bit; Q6_K: 16 signed), minimums (Q4_K/Q5_K), d and
+/// dmin.
+struct KBlock {
+    u: [u8; 256],
+    scales: Vec<i16>,
+    mins: Vec<i16>,
+    d: f16,
+    dmin: f16,
+}
+
+fn k_quants(ty: GgmlType, b: &[u8]) -> KBlock {
+    use quant::ggml::blocks::scale_min_k4;
+    let f16_at = |at: usize| f16::from_le_bytes([b[at], b[at + 1]]);
+    let mut u = [0u8; 256];
+    match ty {
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let packed: [u8; 12] = b[4..16].try_into().unwrap();
+            let (scales, mins) = (0..8)
+                .map(|j| scale_min_k4(j, &packed))
+                .unzip::<_, _, Vec<_>, Vec<_>>();
+            // Chunk j: the low (even j) or high (odd j) nibbles of qs[32·(j/2)..][..32], and for
+            // Q5_K bit j of qh[l] as bit 4.
+            let qs = if ty == GgmlType::Q4K {
+                &b[16..144]
+            } else {
+                &b[48..176]
+            };
+            for (k, u) in u.iter_mut().enumerate() {
+                let (j, l) = (k / 32, k % 32);
+                let byte = qs[32 * (j / 2) + l];
+                *u = if j % 2 == 0 { byte & 0xF } else { byte >> 4 };
+                if ty == GgmlType::Q5K {
+                    *u |= ((b[16 + l] >> j) & 1) << 4;
+                }
+            }
+            KBlock {
+                u,
+                scales: scales.into_iter().map(i16::from).collect(),
+                mins: mins.into_iter().map(i16::from).collect(),
+                d: f16_at(0),
+                dmin: f16_at(2),
+            }
+        }
+        GgmlType::Q6K => {
+            // Element 128n + 32i + l: low nibble of ql[64n + 32(i % 2) + l] (high nibble for
+            // i ≥ 2), two high bits from qh[32n + l] at bit 2i.
+            let (ql, qh) = (&b[..128], &b[128..192]);
+            for (k, u) in u.iter_mut().enumerate() {
+                let (n, i, l) = (k / 128, (k % 128) / 32, k % 32);
+                let byte = ql[64 * n + 32 * (i % 2) + l];
+                let low = if i < 2 { byte & 0xF } else { byte >> 4 };
+                *u = low | ((qh[32 * n + l] >> (2 * i)) & 3) << 4;
+            }
+            KBlock {
+                u,
+                scales: b[192..208].iter().map(|s| *s as i8 as i16).collect(),
+                mins: Vec::new(),
+                d: f16_at(208),
+                dmin: f16::ZERO,
+            }
+        }
+        _ => unreachable!("{ty} is not an interleaved K-quant"),
     }
 }
 
@@ -332,59 +442,137 @@ pub fn iq4_codebook_unsigned() -> [u8; 16] {
 mod tests {
     use super::*;
 
-    /// Reads element k of row r back out of the layout (the inverse of `put_block`).
-    fn get(iv: &Interleaved, r: usize, k: usize) -> (u8, u16, Option<u16>) {
+    /// Row r's unsigned quant of element k, read back out of the layout (the inverse of
+    /// `put_chunk`).
+    fn quant(iv: &Interleaved, r: usize, k: usize) -> u8 {
         let l = iv.layout;
         let g = iv.group(r / ROWS);
-        let (rr, b, kk) = (r % ROWS, k / 32, k % 32);
+        let (rr, kk) = (r % ROWS, k % 32);
         let (j, i) = (kk / 4, kk % 4);
-        let q = &g[b * l.quant_bytes()..];
+        let q = &g[(k / 32) * l.chunk_bytes()..];
         let mut u = if l.nibbles {
             (q[(j % 4) * 64 + 4 * rr + i] >> (4 * (j / 4))) & 0xF
         } else {
             q[j * 64 + 4 * rr + i]
         };
-        if l.high_bit {
+        for plane in 0..l.high_bits {
             let bit = 4 * rr + i;
-            u |= ((q[256 + 8 * j + bit / 8] >> (bit % 8)) & 1) << 4;
+            u |= ((q[256 + 64 * plane + 8 * j + bit / 8] >> (bit % 8)) & 1) << (4 + plane);
         }
-        let s = &g[iv.nb * l.quant_bytes()..];
-        let d = u16::from_le_bytes([s[b * 32 + 2 * rr], s[b * 32 + 2 * rr + 1]]);
-        let m = l.min.then(|| {
-            let at = iv.nb * 32 + b * 32 + 2 * rr;
-            u16::from_le_bytes([s[at], s[at + 1]])
-        });
-        (u, d, m)
+        u
+    }
+
+    fn f16_at(b: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes([b[at], b[at + 1]])
+    }
+
+    fn random_bytes(n: usize) -> Vec<u8> {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 32) as u8
+            })
+            .collect()
     }
 
     #[test]
     fn every_quant_and_scale_lands_where_the_kernels_read_it() {
         use GgmlType::*;
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4NL] {
-            let (rows, cols) = (21, 96);
-            let mut s = 0x9E37_79B9_7F4A_7C15u64;
-            let bytes: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap())
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    (s >> 32) as u8
-                })
-                .collect();
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4NL, Q4K, Q5K, Q6K] {
+            let rows = 21;
+            let cols = 3 * ty.block_size();
+            let bytes = random_bytes(rows * ty.row_bytes(cols).unwrap());
             let iv = Interleaved::new(ty, &bytes, rows, cols).unwrap();
+            let l = iv.layout();
             assert_eq!(iv.groups(), 2);
             assert_eq!(iv.group(0).as_ptr() as usize % 64, 0);
             let ts = ty.type_size();
             for r in 0..rows {
-                for k in 0..cols {
-                    let block = &bytes[(r * cols / 32 + k / 32) * ts..][..ts];
-                    let (u, d, m) = unsigned_quants(ty, block);
-                    let want = (u[k % 32], d.to_bits(), m.map(f16::to_bits));
-                    assert_eq!(get(&iv, r, k), want, "{ty} r={r} k={k}");
+                let (g, rr) = (iv.group(r / ROWS), r % ROWS);
+                let s = &g[iv.nb * l.quant_bytes()..];
+                for b in 0..iv.nb {
+                    let block = &bytes[(r * iv.nb + b) * ts..][..ts];
+                    if l.super_block {
+                        let k = k_quants(ty, block);
+                        for e in 0..256 {
+                            assert_eq!(quant(&iv, r, 256 * b + e), k.u[e], "{ty} r={r} e={e}");
+                        }
+                        let s = &s[b * l.scale_bytes()..];
+                        if l.min {
+                            for j in 0..8 {
+                                assert_eq!(s[16 * j + rr] as i16, k.scales[j]);
+                                let at = 128 + (j / 2) * 64 + 4 * rr + 2 * (j % 2);
+                                assert_eq!(f16_at(s, at) as i16, k.mins[j]);
+                            }
+                            assert_eq!(f16_at(s, 384 + 2 * rr), k.d.to_bits());
+                            assert_eq!(f16_at(s, 416 + 2 * rr), k.dmin.to_bits());
+                        } else {
+                            for j in 0..16 {
+                                assert_eq!(s[16 * j + rr] as i8 as i16, k.scales[j]);
+                            }
+                            assert_eq!(f16_at(s, 256 + 2 * rr), k.d.to_bits());
+                        }
+                    } else {
+                        let (u, d, m) = unsigned_quants(ty, block);
+                        for e in 0..32 {
+                            assert_eq!(quant(&iv, r, 32 * b + e), u[e], "{ty} r={r} e={e}");
+                        }
+                        assert_eq!(f16_at(s, b * 32 + 2 * rr), d.to_bits());
+                        if let Some(m) = m {
+                            assert_eq!(f16_at(s, iv.nb * 32 + b * 32 + 2 * rr), m.to_bits());
+                        }
+                    }
                 }
             }
             // Padding rows are zero.
-            assert!((rows..32).all(|r| get(&iv, r, 5).0 == 0));
+            assert!((rows..32).all(|r| quant(&iv, r, 5) == 0));
+        }
+    }
+
+    /// The quants read out of ggml's blocks against quant's reference dequantizer: with scale 1
+    /// and minimum 0 everywhere, element k dequantizes to its quant minus the offset.
+    #[test]
+    fn decoded_quants_match_the_reference_dequantizer() {
+        use GgmlType::*;
+        for ty in [Q4_0, Q5_0, Q8_0, Q4K, Q5K, Q6K] {
+            let cols = ty.block_size().max(256);
+            let mut bytes = random_bytes(ty.row_bytes(cols).unwrap());
+            let one = f16::ONE.to_le_bytes();
+            for b in bytes.chunks_exact_mut(ty.type_size()) {
+                match ty {
+                    Q4K | Q5K => {
+                        b[0..2].copy_from_slice(&one);
+                        b[2..4].fill(0);
+                        // Every 6-bit scale 1, every minimum 0.
+                        b[4..8].fill(1);
+                        b[8..12].fill(0);
+                        b[12..16].fill(1);
+                    }
+                    Q6K => {
+                        b[192..208].fill(1);
+                        b[208..210].copy_from_slice(&one);
+                    }
+                    _ => b[0..2].copy_from_slice(&one),
+                }
+            }
+            let mut want = vec![0f32; cols];
+            quant::ggml::dequantize_row(ty, &bytes, &mut want).unwrap();
+            let l = Layout::of(ty).unwrap();
+            let got: Vec<f32> = bytes
+                .chunks_exact(ty.type_size())
+                .flat_map(|b| {
+                    let u: Vec<u8> = if l.super_block {
+                        k_quants(ty, b).u.to_vec()
+                    } else {
+                        unsigned_quants(ty, b).0.to_vec()
+                    };
+                    u.into_iter().map(move |u| (u as i32 - l.offset) as f32)
+                })
+                .collect();
+            assert_eq!(got, want, "{ty}");
         }
     }
 

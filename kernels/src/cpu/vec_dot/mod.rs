@@ -55,7 +55,7 @@ pub(crate) struct GroupOut {
 pub(crate) type GroupFn = unsafe fn(w: &[u8], nb: usize, x: ActRows, out: GroupOut);
 
 /// The kernel over sixteen interleaved rows of one weight type, where this CPU has one (AVX-512
-/// VNNI; the 32-element block types).
+/// VNNI; the 32-element block types and Q4_K, Q5_K, Q6_K).
 #[derive(Clone, Copy)]
 pub struct GroupKernel {
     ty: GgmlType,
