@@ -267,7 +267,7 @@ fn put_block(l: Layout, nb: usize, out: &mut [u8], b: usize, r: usize, block: &[
             for (j, (sc, m)) in k.scales.iter().zip(k.mins).enumerate() {
                 scales[16 * j + r] = *sc as u8;
                 scales[128 + (j / 2) * 64 + 4 * r + 2 * (j % 2)..][..2]
-                    .copy_from_slice(&(m as i16).to_le_bytes());
+                    .copy_from_slice(&m.to_le_bytes());
             }
             scales[384 + 2 * r..][..2].copy_from_slice(&k.d.to_le_bytes());
             scales[416 + 2 * r..][..2].copy_from_slice(&k.dmin.to_le_bytes());
@@ -497,8 +497,8 @@ mod tests {
                     let block = &bytes[(r * iv.nb + b) * ts..][..ts];
                     if l.super_block {
                         let k = k_quants(ty, block);
-                        for e in 0..256 {
-                            assert_eq!(quant(&iv, r, 256 * b + e), k.u[e], "{ty} r={r} e={e}");
+                        for (e, u) in k.u.iter().enumerate() {
+                            assert_eq!(quant(&iv, r, 256 * b + e), *u, "{ty} r={r} e={e}");
                         }
                         let s = &s[b * l.scale_bytes()..];
                         if l.min {
@@ -517,8 +517,8 @@ mod tests {
                         }
                     } else {
                         let (u, d, m) = unsigned_quants(ty, block);
-                        for e in 0..32 {
-                            assert_eq!(quant(&iv, r, 32 * b + e), u[e], "{ty} r={r} e={e}");
+                        for (e, u) in u.iter().enumerate() {
+                            assert_eq!(quant(&iv, r, 32 * b + e), *u, "{ty} r={r} e={e}");
                         }
                         assert_eq!(f16_at(s, b * 32 + 2 * rr), d.to_bits());
                         if let Some(m) = m {
