@@ -93,8 +93,10 @@ impl GgmlMatrix {
     fn interleaved(&self) -> Option<&Interleaved> {
         let (_, packed) = self.group.as_ref()?;
         Some(packed.get_or_init(|| {
-            Interleaved::new(self.ty, &self.data, self.rows, self.cols)
-                .expect("a group kernel exists only for interleaved types")
+            let packed = Interleaved::new(self.ty, &self.data, self.rows, self.cols)
+                .expect("a group kernel exists only for interleaved types");
+            page_out(&self.data);
+            packed
         }))
     }
 
@@ -174,6 +176,25 @@ impl GgmlMatrix {
             crate::parallel::for_each(plan.n_tasks(), run);
         }
     }
+}
+
+/// Once rearranged, the stored bytes are read again only for row lookups (a tied embedding) and
+/// exports: asks the kernel to reclaim their resident pages, so the process does not hold the
+/// weights twice. Paging out never loses data: pages of a mapped file are read again from it
+/// when touched, and anonymous memory stays (or goes to swap).
+fn page_out(bytes: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
+        let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: an advice on whole pages inside `bytes`; MADV_PAGEOUT keeps the contents.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
 }
 
 /// The group kernel and (still empty) interleaved form for matrices multiplied with `kernel`.
