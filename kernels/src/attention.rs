@@ -129,7 +129,7 @@ pub fn causal_attention(
         // Decoding: one task per query head, each row on its own.
         let task = |i: usize| {
             let (t, h) = (i / n_head, i % n_head);
-            run::<1>(&args(h..h + 1, t..t + 1))
+            run::<1, 8, 4>(&args(h..h + 1, t..t + 1))
         };
         crate::parallel::for_each(n_tok * n_head, task);
     } else {
@@ -139,7 +139,7 @@ pub fn causal_attention(
         let task = |i: usize| {
             let (h, b) = (i % n_kv, blocks - 1 - i / n_kv);
             let toks = b * TOKEN_BLOCK..((b + 1) * TOKEN_BLOCK).min(n_tok);
-            run::<4>(&args(h * group..(h + 1) * group, toks))
+            run::<4, 2, 1>(&args(h * group..(h + 1) * group, toks))
         };
         crate::parallel::for_each(n_kv * blocks, task);
     }
@@ -169,37 +169,40 @@ struct Task<'a> {
     out: OutPtr,
 }
 
-fn run<const R: usize>(t: &Task) {
+/// Runs a task with R query rows per step, KB key blocks per score step and JS interleaved sets
+/// of value sums: R · KB score tiles and JS · R value rows in flight keep enough independent
+/// multiply-adds going when R is small (decoding).
+fn run<const R: usize, const KB: usize, const JS: usize>(t: &Task) {
     #[cfg(target_arch = "x86_64")]
     {
         let f = features();
         if f.avx512f && f.has_avx2_fma() {
             // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
-            return unsafe { x86::task_avx512::<R>(t) };
+            return unsafe { x86::task_avx512::<R, KB, JS>(t) };
         }
         if f.has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return unsafe { x86::task_avx2::<R>(t) };
+            return unsafe { x86::task_avx2::<R, KB, JS>(t) };
         }
     }
-    task::<R>(t)
+    task::<R, KB, JS>(t)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn task_avx512<const R: usize>(t: &super::Task) {
-        super::task::<R>(t)
+    pub unsafe fn task_avx512<const R: usize, const KB: usize, const JS: usize>(t: &super::Task) {
+        super::task::<R, KB, JS>(t)
     }
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn task_avx2<const R: usize>(t: &super::Task) {
-        super::task::<R>(t)
+    pub unsafe fn task_avx2<const R: usize, const KB: usize, const JS: usize>(t: &super::Task) {
+        super::task::<R, KB, JS>(t)
     }
 }
 
-/// Scores, softmax and weighted values of one task's query rows, `R` rows per step.
+/// Scores, softmax and weighted values of one task's query rows (see `run`).
 #[inline(always)]
-fn task<const R: usize>(t: &Task) {
+fn task<const R: usize, const KB: usize, const JS: usize>(t: &Task) {
     let hd = t.hd;
     let scale = 1.0 / (hd as f32).sqrt();
     // Query rows (token, head), token-major, padded with empty rows to whole steps; row r
@@ -220,37 +223,15 @@ fn task<const R: usize>(t: &Task) {
         }
     }
     let mut p = vec![0f32; padded * stride];
-    let off = t.kv * hd;
-    let block_len = t.width * KEY_BLOCK;
     for r0 in (0..padded).step_by(R) {
         let keys = (r0..r0 + R).map(len).max().unwrap_or(0);
-        for kb in 0..keys.div_ceil(KEY_BLOCK) {
-            let kt = &t.kt[kb * block_len + off * KEY_BLOCK..][..hd * KEY_BLOCK];
-            // Two partial sums per row (even and odd dimensions) halve the dependency chain.
-            let mut even = [[0f32; KEY_BLOCK]; R];
-            let mut odd = [[0f32; KEY_BLOCK]; R];
-            let step = |acc: &mut [[f32; KEY_BLOCK]; R], d: usize, kd: &[f32]| {
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let qd = qs[(r0 + r) * hd + d];
-                    for (a, k) in acc.iter_mut().zip(kd) {
-                        *a = qd.mul_add(*k, *a);
-                    }
-                }
-            };
-            let mut pairs = kt.chunks_exact(2 * KEY_BLOCK);
-            for (i, kd) in (&mut pairs).enumerate() {
-                step(&mut even, 2 * i, &kd[..KEY_BLOCK]);
-                step(&mut odd, 2 * i + 1, &kd[KEY_BLOCK..]);
-            }
-            if !pairs.remainder().is_empty() {
-                step(&mut even, hd - 1, pairs.remainder());
-            }
-            for r in 0..R {
-                let out = &mut p[(r0 + r) * stride + kb * KEY_BLOCK..][..KEY_BLOCK];
-                for ((o, a), b) in out.iter_mut().zip(even[r]).zip(odd[r]) {
-                    *o = a + b;
-                }
-            }
+        let blocks = keys.div_ceil(KEY_BLOCK);
+        let whole = blocks / KB * KB;
+        for kb0 in (0..whole).step_by(KB) {
+            score_tile::<R, KB>(t, &qs, r0, kb0, &mut p, stride);
+        }
+        for kb in whole..blocks {
+            score_tile::<R, 1>(t, &qs, r0, kb, &mut p, stride);
         }
     }
     for r in 0..rows.len() {
@@ -262,17 +243,53 @@ fn task<const R: usize>(t: &Task) {
         rest.iter_mut().for_each(|x| *x = 0.0);
     }
     if hd.is_multiple_of(64) {
-        weighted_values::<R, 64>(t, &rows, &p, stride, len);
+        weighted_values::<R, 64, JS>(t, &rows, &p, stride, len);
     } else if hd.is_multiple_of(16) {
-        weighted_values::<R, 16>(t, &rows, &p, stride, len);
+        weighted_values::<R, 16, JS>(t, &rows, &p, stride, len);
     } else {
-        weighted_values::<R, 1>(t, &rows, &p, stride, len);
+        weighted_values::<R, 1, JS>(t, &rows, &p, stride, len);
     }
 }
 
-/// out[row] = Σ_j p[row][j]·v[j], R rows × D dimensions per step.
+/// Scores of query rows r0..r0+R (scaled queries `qs`) against key blocks kb0..kb0+NB, into `p`.
 #[inline(always)]
-fn weighted_values<const R: usize, const D: usize>(
+fn score_tile<const R: usize, const NB: usize>(
+    t: &Task,
+    qs: &[f32],
+    r0: usize,
+    kb0: usize,
+    p: &mut [f32],
+    stride: usize,
+) {
+    let hd = t.hd;
+    let block_len = t.width * KEY_BLOCK;
+    let kt: [&[f32]; NB] = std::array::from_fn(|b| {
+        &t.kt[(kb0 + b) * block_len + t.kv * hd * KEY_BLOCK..][..hd * KEY_BLOCK]
+    });
+    let q: [&[f32]; R] = std::array::from_fn(|r| &qs[(r0 + r) * hd..][..hd]);
+    let mut acc = [[[0f32; KEY_BLOCK]; NB]; R];
+    for d in 0..hd {
+        for (acc, q) in acc.iter_mut().zip(q) {
+            let qd = q[d];
+            for (acc, kt) in acc.iter_mut().zip(kt) {
+                let kd = &kt[d * KEY_BLOCK..][..KEY_BLOCK];
+                for (a, k) in acc.iter_mut().zip(kd) {
+                    *a = qd.mul_add(*k, *a);
+                }
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (b, acc) in acc.iter().enumerate() {
+            p[(r0 + r) * stride + (kb0 + b) * KEY_BLOCK..][..KEY_BLOCK].copy_from_slice(acc);
+        }
+    }
+}
+
+/// out[row] = Σ_j p[row][j]·v[j], R rows × D dimensions per step, keys j in JS interleaved
+/// partial sums.
+#[inline(always)]
+fn weighted_values<const R: usize, const D: usize, const JS: usize>(
     t: &Task,
     rows: &[(usize, usize)],
     p: &[f32],
@@ -283,8 +300,8 @@ fn weighted_values<const R: usize, const D: usize>(
     for r0 in (0..rows.len()).step_by(R) {
         let keys = (r0..r0 + R).map(&len).max().unwrap_or(0);
         for d0 in (0..t.hd).step_by(D) {
-            let mut acc = [[0f32; D]; R];
-            for j in 0..keys {
+            let mut acc = [[[0f32; D]; R]; JS];
+            let step = |acc: &mut [[f32; D]; R], j: usize| {
                 let vj = &t.v[j * t.width + off + d0..][..D];
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let pj = p[(r0 + r) * stride + j];
@@ -292,12 +309,23 @@ fn weighted_values<const R: usize, const D: usize>(
                         *a = pj.mul_add(*x, *a);
                     }
                 }
+            };
+            let whole = keys / JS * JS;
+            for j0 in (0..whole).step_by(JS) {
+                for (s, acc) in acc.iter_mut().enumerate() {
+                    step(acc, j0 + s);
+                }
             }
-            for (acc, &(tok, h)) in acc.iter().zip(&rows[r0..]) {
+            for j in whole..keys {
+                step(&mut acc[0], j);
+            }
+            for (r, &(tok, h)) in rows[r0..].iter().take(R).enumerate() {
                 let at = (tok * t.n_head + h) * t.hd + d0;
                 // SAFETY: row (tok, h) belongs to this task only and is inside the output.
                 let o = unsafe { std::slice::from_raw_parts_mut(t.out.0.add(at), D) };
-                o.copy_from_slice(acc);
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = acc.iter().map(|a| a[r][i]).sum();
+                }
             }
         }
     }

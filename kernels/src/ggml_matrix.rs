@@ -298,10 +298,9 @@ impl Tiles {
     /// Weight bytes per task: about half of a 32-48 KiB L1 data cache.
     const TASK_WEIGHT_BYTES: usize = 16 << 10;
     const TOKS_PER_TASK: usize = 64;
-    /// Below this much weight traffic (bytes × tokens), about 20 µs of one thread's work, waking
-    /// the other threads costs about as much as it saves (measured on decode of SmolLM2-135M,
-    /// whose per-layer matrices are 70-560 KB).
-    const SERIAL_WORK: usize = 256 << 10;
+    /// Below this much weight traffic (bytes × tokens), a few microseconds of one thread's
+    /// work, handing half of it to the team gains too little to pay for the hand-off.
+    const SERIAL_WORK: usize = 64 << 10;
 
     fn new(rows: usize, n_tok: usize, row_bytes: usize) -> Tiles {
         if rows * row_bytes * n_tok <= Self::SERIAL_WORK {
