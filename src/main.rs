@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Prompt-processing and generation throughput, measured as llama-bench measures them.
+    Bench(cmd::bench::Args),
     /// Convert a GGUF model into a Hugging Face folder (bf16 safetensors + tokenizer + config).
     Convert(cmd::convert::Args),
     /// Generate a continuation of a prompt.
@@ -58,6 +60,7 @@ fn main() {
             .expect("the thread pool is configured once, before any use");
     }
     let result = match cli.command {
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Gguf(a) => cmd::gguf::run(a),

@@ -1,12 +1,14 @@
 //! Matrices stored in a ggml type (F32/F16/BF16 and every block-quantized type), read in place
 //! from a memory-mapped GGUF or safetensors file.
 
+use std::sync::OnceLock;
+
 use quant::bytes::SharedBytes;
 use quant::ggml::{dequantize_row, GgmlType};
-use rayon::prelude::*;
 
+use crate::cpu::interleave::{Interleaved, ROWS};
 use crate::cpu::q8::{ActFormat, QuantizedRows};
-use crate::cpu::vec_dot::{DotKernel, MAX_NT};
+use crate::cpu::vec_dot::{ActRows, DotKernel, GroupKernel, GroupOut, GROUP_NT, MAX_NT};
 use crate::cpu::Isa;
 use crate::matrix::{check_matmul_args, Matrix, OutPtr};
 
@@ -37,6 +39,10 @@ pub struct GgmlMatrix {
     cols: usize,
     row_bytes: usize,
     kernel: DotKernel,
+    /// Where the CPU has a kernel over interleaved rows for this type: it, and the weights
+    /// rearranged for it on the first product (so matrices only ever used for lookups, such as
+    /// untied embeddings, keep just their stored bytes).
+    group: Option<(GroupKernel, OnceLock<Interleaved>)>,
 }
 
 impl GgmlMatrix {
@@ -68,6 +74,7 @@ impl GgmlMatrix {
             cols,
             row_bytes,
             kernel,
+            group: group_kernel(kernel),
         })
     }
 
@@ -75,7 +82,27 @@ impl GgmlMatrix {
     /// levels), or None when this CPU cannot run them.
     pub fn with_isa(self, isa: Isa) -> Option<GgmlMatrix> {
         let kernel = DotKernel::new(self.ty, isa)?;
-        Some(GgmlMatrix { kernel, ..self })
+        Some(GgmlMatrix {
+            kernel,
+            group: group_kernel(kernel),
+            ..self
+        })
+    }
+
+    /// The interleaved form of the weights, made on first use, where a group kernel reads them.
+    fn interleaved(&self) -> Option<&Interleaved> {
+        let (_, packed) = self.group.as_ref()?;
+        Some(packed.get_or_init(|| {
+            let packed = Interleaved::new(self.ty, &self.data, self.rows, self.cols)
+                .expect("a group kernel exists only for interleaved types");
+            page_out(&self.data);
+            packed
+        }))
+    }
+
+    /// The kernel over interleaved rows that `matmul` uses, if any.
+    pub fn group_kernel(&self) -> Option<GroupKernel> {
+        self.group.as_ref().map(|(k, _)| *k)
     }
 
     /// The dot-product kernel `matmul` uses.
@@ -95,6 +122,87 @@ impl GgmlMatrix {
     pub fn data(&self) -> &SharedBytes {
         &self.data
     }
+}
+
+impl GgmlMatrix {
+    /// The product over interleaved groups of sixteen rows: tasks of whole groups × token
+    /// blocks, each group's weights reused from L1 for every token of the task.
+    fn matmul_interleaved(
+        &self,
+        kernel: GroupKernel,
+        packed: &Interleaved,
+        acts: &[u8],
+        stride: usize,
+        n_tok: usize,
+        y: &mut [f32],
+    ) {
+        let plan = Tiles::new(packed.groups(), n_tok, packed.group_bytes());
+        let out = OutPtr(y.as_mut_ptr());
+        let nb = packed.blocks();
+        let rows = self.rows;
+        let run = |task: usize| {
+            let (groups, toks) = plan.task(task);
+            for g in groups {
+                let w = packed.group(g);
+                let valid = ROWS.min(rows - g * ROWS);
+                for t in toks.clone().step_by(GROUP_NT) {
+                    let nt = GROUP_NT.min(toks.end - t);
+                    // SAFETY: w is a whole group of this type with nb blocks per row; acts holds
+                    // tokens t..t+nt in the kernel's format, `stride` bytes apart; the outputs
+                    // (t+j)·rows + 16g + r for r < valid are inside y and written by this task
+                    // only (tasks own disjoint groups × tokens).
+                    unsafe {
+                        kernel.tile_unchecked(
+                            w,
+                            nb,
+                            ActRows {
+                                x: &acts[t * stride..],
+                                stride,
+                                nt,
+                            },
+                            GroupOut {
+                                y: out.at(t * rows + g * ROWS),
+                                stride: rows,
+                                rows: valid,
+                            },
+                        )
+                    };
+                }
+            }
+        };
+        if plan.n_tasks() == 1 {
+            run(0);
+        } else {
+            crate::parallel::for_each(plan.n_tasks(), run);
+        }
+    }
+}
+
+/// Once rearranged, the stored bytes are read again only for row lookups (a tied embedding) and
+/// exports: asks the kernel to reclaim their resident pages, so the process does not hold the
+/// weights twice. Paging out never loses data: pages of a mapped file are read again from it
+/// when touched, and anonymous memory stays (or goes to swap).
+fn page_out(bytes: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
+        let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: an advice on whole pages inside `bytes`; MADV_PAGEOUT keeps the contents.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+}
+
+/// The group kernel and (still empty) interleaved form for matrices multiplied with `kernel`.
+fn group_kernel(kernel: DotKernel) -> Option<(GroupKernel, OnceLock<Interleaved>)> {
+    if kernel.act_format() == ActFormat::F32 {
+        return None;
+    }
+    GroupKernel::new(kernel.weight_type(), kernel.isa()).map(|k| (k, OnceLock::new()))
 }
 
 impl Matrix for GgmlMatrix {
@@ -118,6 +226,10 @@ impl Matrix for GgmlMatrix {
                 (quantized.bytes(), quantized.row_bytes())
             }
         };
+        if let Some((kernel, _)) = &self.group {
+            let packed = self.interleaved().expect("the group kernel's layout");
+            return self.matmul_interleaved(*kernel, packed, acts, stride, n_tok, y);
+        }
         let plan = Tiles::new(self.rows, n_tok, self.row_bytes);
         let out = OutPtr(y.as_mut_ptr());
         // One look through the shared buffer, not one per row.
@@ -151,7 +263,7 @@ impl Matrix for GgmlMatrix {
         if plan.n_tasks() == 1 {
             run(0);
         } else {
-            (0..plan.n_tasks()).into_par_iter().for_each(run);
+            crate::parallel::for_each(plan.n_tasks(), run);
         }
     }
 
@@ -166,6 +278,10 @@ impl Matrix for GgmlMatrix {
 
     fn storage_bytes(&self) -> usize {
         self.data.len()
+    }
+
+    fn prepare(&self) {
+        self.interleaved();
     }
 }
 
@@ -182,10 +298,9 @@ impl Tiles {
     /// Weight bytes per task: about half of a 32-48 KiB L1 data cache.
     const TASK_WEIGHT_BYTES: usize = 16 << 10;
     const TOKS_PER_TASK: usize = 64;
-    /// Below this much weight traffic (bytes × tokens), about 20 µs of one thread's work, waking
-    /// the other threads costs about as much as it saves (measured on decode of SmolLM2-135M,
-    /// whose per-layer matrices are 70-560 KB).
-    const SERIAL_WORK: usize = 256 << 10;
+    /// Below this much weight traffic (bytes × tokens), a few microseconds of one thread's
+    /// work, handing half of it to the team gains too little to pay for the hand-off.
+    const SERIAL_WORK: usize = 64 << 10;
 
     fn new(rows: usize, n_tok: usize, row_bytes: usize) -> Tiles {
         if rows * row_bytes * n_tok <= Self::SERIAL_WORK {
@@ -200,7 +315,7 @@ impl Tiles {
         // With a single token block nothing is re-read, so tasks only need to be many enough to
         // balance the threads; fewer, larger ones cost less scheduling.
         let rows_per_task = if n_tok <= MAX_NT {
-            cache_rows.max(rows.div_ceil(8 * rayon::current_num_threads()))
+            cache_rows.max(rows.div_ceil(8 * crate::parallel::threads()))
         } else {
             cache_rows
         };

@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod ggml_matrix;
 pub mod matrix;
 pub mod ops;
+pub mod parallel;
 
 pub use ggml_matrix::{GgmlMatrix, MatrixError};
 pub use matrix::{Matrix, SharedMatrix};

@@ -20,6 +20,11 @@ pub trait Matrix: Send + Sync {
 
     /// Bytes the weights occupy in their stored form.
     fn storage_bytes(&self) -> usize;
+
+    /// Gets the matrix ready for products, for formats that rearrange their weights for the
+    /// kernels (as `GgmlMatrix` does on AVX-512): callers that time products call it first, so
+    /// the one-time work is not counted in the first product. Products work without it.
+    fn prepare(&self) {}
 }
 
 pub type SharedMatrix = Arc<dyn Matrix>;
@@ -51,5 +56,12 @@ impl OutPtr {
     #[inline]
     pub(crate) unsafe fn write(self, i: usize, v: f32) {
         *self.0.add(i) = v;
+    }
+
+    /// The address of element `i`, for kernels that store whole vectors.
+    /// SAFETY: caller guarantees `i` is in bounds.
+    #[inline]
+    pub(crate) unsafe fn at(self, i: usize) -> *mut f32 {
+        self.0.add(i)
     }
 }

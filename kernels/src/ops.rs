@@ -1,17 +1,48 @@
 //! Elementwise and normalization operations of the Llama graph, in f32.
 
+/// Elements below which an elementwise operation runs on the calling thread alone.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
 /// RMSNorm of each `w.len()`-wide row of `x` into `out`: x / sqrt(mean(x²) + eps) · w.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     assert_eq!(x.len(), out.len());
-    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        // f64 accumulation: the mean of squares over thousands of features loses digits in f32.
-        let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
-        let scale = (1.0 / (ss / n as f64 + eps as f64).sqrt()) as f32;
-        for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
-            *o = v * scale * g;
+    let norm_rows = |first: usize, out: &mut [f32]| {
+        for (xr, or) in x[first * n..].chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            // f64 accumulation: the mean of squares over thousands of features loses digits in
+            // f32. Eight partial sums let the loop vectorize.
+            let mut lanes = [0f64; 8];
+            let mut chunks = xr.chunks_exact(8);
+            for c in &mut chunks {
+                for (s, v) in lanes.iter_mut().zip(c) {
+                    *s += (*v as f64) * (*v as f64);
+                }
+            }
+            let tail: f64 = chunks.remainder().iter().map(|v| (*v as f64).powi(2)).sum();
+            let ss = lanes.iter().sum::<f64>() + tail;
+            let scale = (1.0 / (ss / n as f64 + eps as f64).sqrt()) as f32;
+            for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
+                *o = v * scale * g;
+            }
         }
+    };
+    if x.len() < PARALLEL_ELEMENTS {
+        return norm_rows(0, out);
     }
+    let rows_per_task = (PARALLEL_ELEMENTS / 4 / n).max(1);
+    crate::parallel::for_each_chunk_mut(out, rows_per_task * n, |i, out| {
+        norm_rows(i * rows_per_task, out)
+    });
+}
+
+/// Runs `f` on matching pieces of `a` and `b`, in parallel when they are long.
+fn zip_pieces(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    assert_eq!(a.len(), b.len());
+    if a.len() < PARALLEL_ELEMENTS {
+        return f(a, b);
+    }
+    let piece = PARALLEL_ELEMENTS / 4;
+    crate::parallel::for_each_chunk_mut(a, piece, |i, a| f(a, &b[i * piece..][..a.len()]));
 }
 
 /// In-place softmax.
@@ -25,16 +56,16 @@ pub fn softmax(x: &mut [f32]) {
 
 /// gate ← silu(gate) · up (SwiGLU).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    zip_pieces(gate, up, crate::cpu::vecmath::swiglu)
 }
 
 /// a ← a + b.
 pub fn add_assign(a: &mut [f32], b: &[f32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x += y;
-    }
+    zip_pieces(a, b, |a, b| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+    })
 }
 
 /// Adds `bias` to each row of `x`.
@@ -73,6 +104,35 @@ mod tests {
                 let want = row[c] as f64 / (ms + 1e-5).sqrt() * w[c] as f64;
                 assert!((out[3 * r + c] as f64 - want).abs() < 1e-6);
             }
+        }
+    }
+
+    /// Inputs long enough to be split over the team give what the definitions give.
+    #[test]
+    fn long_inputs_match_definitions() {
+        let (rows, n) = (100, 576);
+        let x: Vec<f32> = (0..rows * n)
+            .map(|i| (i as f32 * 0.013).sin() * 3.0)
+            .collect();
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+        let mut out = vec![0f32; rows * n];
+        rms_norm(&x, &w, 1e-5, &mut out);
+        for r in 0..rows {
+            let row = &x[r * n..(r + 1) * n];
+            let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / n as f64;
+            for c in 0..n {
+                let want = row[c] as f64 / (ms + 1e-5).sqrt() * w[c] as f64;
+                assert!((out[r * n + c] as f64 - want).abs() < 2e-6 * want.abs().max(1.0));
+            }
+        }
+        let mut a = x.clone();
+        add_assign(&mut a, &out);
+        assert!(a.iter().zip(&x).zip(&out).all(|((s, x), o)| *s == x + o));
+        let mut g = x.clone();
+        swiglu(&mut g, &out);
+        for ((g, x), u) in g.iter().zip(&x).zip(&out) {
+            let want = *x as f64 / (1.0 + (-*x as f64).exp()) * *u as f64;
+            assert!((*g as f64 - want).abs() <= 1e-6 * want.abs() + 1e-30);
         }
     }
 

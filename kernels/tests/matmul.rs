@@ -78,6 +78,47 @@ fn matmul_matches_float64_for_every_type_level_and_token_count() {
     }
 }
 
+/// Blocks of extreme and constant quants (every non-scale byte 0x00, 0xFF, 0x80, 0x7F or 0x88:
+/// the largest unsigned weight bytes against the largest activations), negative scales, and rows
+/// that leave the last group of sixteen partly empty, at every level.
+#[test]
+fn matmul_of_edge_case_blocks_matches_float64() {
+    for ty in WEIGHT_TYPES.into_iter().filter(|t| t.is_quantized()) {
+        let cols = cols_for(ty);
+        let fills = [0x00u8, 0xFF, 0x80, 0x7F, 0x88];
+        let rows = 2 * fills.len() + 7;
+        let mut bytes = Vec::new();
+        for r in 0..rows {
+            let d = if r % 2 == 0 { 0.02 } else { -0.5 };
+            bytes.extend(pattern_row(ty, cols, fills[r % fills.len()], d));
+        }
+        let m0 = GgmlMatrix::new(ty, SharedBytes::from_vec(bytes.clone()), rows, cols).unwrap();
+        for isa in Isa::available() {
+            let m = GgmlMatrix::new(ty, SharedBytes::from_vec(bytes.clone()), rows, cols)
+                .unwrap()
+                .with_isa(isa)
+                .unwrap();
+            let fmt = m.kernel().act_format();
+            let mut r = rng(5);
+            let n_tok = 9;
+            let x: Vec<f32> = (0..n_tok).flat_map(|t| act_row(t, cols, &mut r)).collect();
+            let mut y = vec![f32::NAN; n_tok * rows];
+            m.matmul(&x, n_tok, &mut y);
+            let q = QuantizedRows::new(isa, fmt, &x, cols);
+            for t in 0..n_tok {
+                for ri in 0..rows {
+                    let (exact, tol) = oracle(ty, m0.row_bytes_of(ri), fmt, q.row(t), cols);
+                    let got = y[t * rows + ri] as f64;
+                    assert!(
+                        (got - exact).abs() <= tol,
+                        "{ty} {isa:?} t={t} r={ri}: {got} vs {exact} (allowed {tol})"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// 8-bit activations are within about half a step of the input: with d = amax/127 per block,
 /// |x − x̂| ≤ d/2 plus the f16 rounding of d over up to 127 steps (Q8_0/Q8_1).
 fn check_quantization_error(fmt: ActFormat, x: &[f32], xq: &[f64]) {

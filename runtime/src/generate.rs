@@ -107,6 +107,7 @@ pub fn generate(
     stop: &[u32],
     mut on_token: impl FnMut(u32),
 ) -> (Vec<u32>, GenerationStats) {
+    model.prepare();
     let mut cache: KvCache = model.new_cache();
     let mut stats = GenerationStats {
         prompt_tokens: prompt.len(),

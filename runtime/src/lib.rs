@@ -1,5 +1,6 @@
 //! Loads models and artifacts and runs the Llama-family graph on CPU.
 
+pub mod bench;
 pub mod export;
 pub mod generate;
 pub mod hf_gguf;

@@ -1,6 +1,7 @@
 //! One module per subcommand: argument parsing, progress and reporting only; the work happens in
 //! the library crates.
 
+pub mod bench;
 pub mod convert;
 pub mod eval;
 pub mod gate;

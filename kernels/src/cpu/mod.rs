@@ -2,6 +2,7 @@
 
 pub mod dot;
 pub mod features;
+pub mod interleave;
 pub mod q8;
 pub mod vec_dot;
 pub mod vecmath;

@@ -4,13 +4,14 @@
 //!
 //! A Q8_0 or Q8_1 row is ggml's blocks followed by f32 copies of every block's d (and then of
 //! every s): the kernels multiply by these once per block and token, where an f16 conversion cost
-//! about as much as the block's integer product. The copies are exact (f16 → f32).
+//! about as much as the block's integer product. The copies are exact (f16 → f32). A Q8_0 row
+//! then holds each block's Σq as an i32: the interleaved kernels (`cpu::interleave`) multiply
+//! unsigned weight bytes u = q + offset and subtract offset·Σq, exactly.
 
 use bytemuck::Zeroable;
 use half::f16;
 use quant::ggml::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use quant::ggml::{GgmlType, QK_K};
-use rayon::prelude::*;
 
 use super::features::Isa;
 
@@ -73,11 +74,17 @@ impl ActFormat {
         self.blocks_bytes(cols).next_multiple_of(4)
     }
 
-    /// Bytes of one quantized row: the blocks and, for Q8_0/Q8_1, the f32 scale copies.
+    /// Where a Q8_0 row's i32 block sums Σq start.
+    pub fn sums_offset(self, cols: usize) -> usize {
+        self.scales_offset(cols) + 4 * (cols / self.block_size())
+    }
+
+    /// Bytes of one quantized row: the blocks and, for Q8_0/Q8_1, the f32 scale copies (and for
+    /// Q8_0 the block sums).
     pub fn row_bytes(self, cols: usize) -> usize {
         let nb = cols / self.block_size().max(1);
         match self {
-            ActFormat::Q8_0 => self.scales_offset(cols) + 4 * nb,
+            ActFormat::Q8_0 => self.scales_offset(cols) + 8 * nb,
             ActFormat::Q8_1 => self.scales_offset(cols) + 8 * nb,
             ActFormat::F32 | ActFormat::Q8K => self.blocks_bytes(cols),
         }
@@ -95,8 +102,13 @@ impl ActFormat {
             ActFormat::Q8_0 => {
                 let b: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(blocks);
                 quantize_row_q8_0(isa, x, b);
-                let d = &mut tables[self.scales_offset(n) - self.blocks_bytes(n)..];
+                let (d, sums) = tables[self.scales_offset(n) - self.blocks_bytes(n)..]
+                    .split_at_mut(4 * b.len());
                 fill_f32(d, b.iter().map(|b| b.d.to_f32()));
+                for (o, b) in sums.chunks_exact_mut(4).zip(b.iter()) {
+                    let sum: i32 = b.qs.iter().map(|q| *q as i32).sum();
+                    o.copy_from_slice(&sum.to_le_bytes());
+                }
             }
             ActFormat::Q8_1 => {
                 let b: &mut [BlockQ8_1] = bytemuck::cast_slice_mut(blocks);
@@ -133,14 +145,18 @@ impl QuantizedRows {
         let row_bytes = format.row_bytes(cols);
         // Rows are whole multiples of 4 bytes, so every row starts aligned for its blocks.
         let n_rows = x.len() / cols;
-        let mut words = vec![0u32; (n_rows * row_bytes).div_ceil(4)];
+        let mut words = SPARE.take();
+        words.clear();
+        words.resize((n_rows * row_bytes).div_ceil(4), 0);
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..n_rows * row_bytes];
         // Small batches are not worth waking the thread pool for.
         if n_rows >= 8 {
-            bytes
-                .par_chunks_mut(row_bytes)
-                .zip(x.par_chunks(cols))
-                .for_each(|(out, row)| format.quantize_row(isa, row, out));
+            crate::parallel::for_each_chunk_mut(bytes, 4 * row_bytes, |i, out| {
+                for (j, out) in out.chunks_mut(row_bytes).enumerate() {
+                    let t = 4 * i + j;
+                    format.quantize_row(isa, &x[t * cols..(t + 1) * cols], out);
+                }
+            });
         } else {
             for (out, row) in bytes.chunks_mut(row_bytes).zip(x.chunks(cols)) {
                 format.quantize_row(isa, row, out);
@@ -170,6 +186,26 @@ impl QuantizedRows {
     pub fn row(&self, t: usize) -> &[u8] {
         &self.bytes()[t * self.row_bytes..(t + 1) * self.row_bytes]
     }
+}
+
+impl Drop for QuantizedRows {
+    fn drop(&mut self) {
+        let words = std::mem::take(&mut self.words);
+        SPARE.with(|spare| {
+            let old = spare.take();
+            spare.set(if old.capacity() > words.capacity() {
+                old
+            } else {
+                words
+            });
+        });
+    }
+}
+
+thread_local! {
+    /// The buffer of this thread's last dropped `QuantizedRows`, reused by the next: a prompt
+    /// batch's quantized activations are hundreds of kilobytes, quantized once per matmul.
+    static SPARE: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Q8_0: d = max|x|/127 per 32 values, q = round-half-away(x/d).

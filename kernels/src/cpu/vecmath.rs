@@ -1,6 +1,6 @@
-//! Vector math for attention: y += a·x and the exponentials of softmax. Written as plain loops
-//! over branch-free arithmetic and compiled twice, once for the portable baseline and once with
-//! AVX2+FMA enabled, where the compiler vectorizes them 8 lanes wide; one source, no twins.
+//! Vector math for attention and the MLP: the exponentials of softmax and SwiGLU. Written as
+//! plain loops over branch-free arithmetic and compiled for the portable baseline, AVX2+FMA and
+//! AVX-512, where the compiler vectorizes them 8 or 16 lanes wide; one source, no twins.
 
 use super::features::features;
 
@@ -23,24 +23,56 @@ fn exp_approx(x: f32) -> f32 {
     let p = p.mul_add(r, 1.666_666_5e-1);
     let p = p.mul_add(r, 0.5);
     let e = p.mul_add(r * r, r) + 1.0;
-    // n is in −126..=127 after the clamp, so the shifted bits form a normal power of two.
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // n is in −126..=127 after the clamp, so the shifted bits form a normal power of two. The
+    // unchecked conversion is one vector instruction, where `as` saturates lane by lane; a NaN
+    // input (which the clamp passes through) stays NaN through `e`.
+    // SAFETY: n is integral and within −126..=127 (NaN is excluded here).
+    let n = if n.is_nan() {
+        0
+    } else {
+        unsafe { n.to_int_unchecked::<i32>() }
+    };
+    e * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 #[inline(always)]
 fn exp_shift_sum_body(x: &mut [f32], max: f32) -> f32 {
+    // Sixteen running sums, one per lane: a single sum would fix the order of the additions
+    // and keep the compiler from vectorizing the loop.
+    const L: usize = 16;
+    let mut lanes = [0f32; L];
+    let mut chunks = x.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for (v, s) in c.iter_mut().zip(lanes.iter_mut()) {
+            *v = exp_approx(*v - max);
+            *s += *v;
+        }
+    }
     let mut sum = 0f32;
-    for v in x.iter_mut() {
+    for v in chunks.into_remainder() {
         *v = exp_approx(*v - max);
         sum += *v;
     }
-    sum
+    sum + lanes.iter().sum::<f32>()
 }
 
 #[inline(always)]
-fn axpy_body(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(*x, *y);
+fn swiglu_body(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + exp_approx(-*g)) * u;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 {
+        super::exp_shift_sum_body(x, max)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+        super::swiglu_body(gate, up)
     }
 }
 
@@ -52,13 +84,18 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-        super::axpy_body(a, x, y)
+    pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+        super::swiglu_body(gate, up)
     }
 }
 
 /// x ← exp(x − max); returns Σ of the results (the softmax numerators and their sum).
 pub fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if features().avx512f && features().has_avx2_fma() {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
+        return unsafe { avx512::exp_shift_sum(x, max) };
+    }
     #[cfg(target_arch = "x86_64")]
     if features().has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -67,15 +104,20 @@ pub fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 {
     exp_shift_sum_body(x, max)
 }
 
-/// y ← y + a·x.
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len());
+/// gate ← silu(gate) · up = gate / (1 + e^−gate) · up (SwiGLU), with the exponential above.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len());
+    #[cfg(target_arch = "x86_64")]
+    if features().avx512f && features().has_avx2_fma() {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
+        return unsafe { avx512::swiglu(gate, up) };
+    }
     #[cfg(target_arch = "x86_64")]
     if features().has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { avx2::axpy(a, x, y) };
+        return unsafe { avx2::swiglu(gate, up) };
     }
-    axpy_body(a, x, y)
+    swiglu_body(gate, up)
 }
 
 #[cfg(test)]
@@ -124,19 +166,27 @@ mod tests {
     }
 
     #[test]
-    fn axpy_matches_float64() {
-        for n in [0, 1, 7, 8, 9, 64, 100] {
-            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let mut y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let want: Vec<f64> = x
-                .iter()
-                .zip(&y)
-                .map(|(x, y)| 0.3f64 * *x as f64 + *y as f64)
-                .collect();
-            axpy(0.3, &x, &mut y);
-            for (g, w) in y.iter().zip(&want) {
-                assert!((*g as f64 - w).abs() < 1e-6);
-            }
+    fn swiglu_matches_float64() {
+        let n = 1000;
+        let g0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 30.0).collect();
+        let u: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 2.0).collect();
+        let mut g = g0.clone();
+        g.extend([100.0, -100.0, 0.0]);
+        let mut u2 = u.clone();
+        u2.extend([1.0, 1.0, 1.0]);
+        swiglu(&mut g, &u2);
+        for i in 0..n + 3 {
+            let x = if i < n {
+                g0[i] as f64
+            } else {
+                [100.0, -100.0, 0.0][i - n]
+            };
+            let want = x / (1.0 + (-x).exp()) * u2[i] as f64;
+            assert!(
+                (g[i] as f64 - want).abs() <= 4e-7 * want.abs() + 1e-30,
+                "{x}: {} vs {want}",
+                g[i]
+            );
         }
     }
 }

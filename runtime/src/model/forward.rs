@@ -41,39 +41,70 @@ impl Layer {
             }
         };
 
-        let mut h = vec![0f32; x.len()];
-        rms_norm(x, &self.attn_norm, eps, &mut h);
-        for k in [LinearKind::Q, LinearKind::K, LinearKind::V] {
-            see(k, &h);
+        let mut s = SCRATCH.take();
+        let Scratch {
+            h,
+            q,
+            k,
+            v,
+            attn,
+            out,
+            g,
+            u,
+        } = &mut s;
+        h.resize(x.len(), 0.0);
+        rms_norm(x, &self.attn_norm, eps, h);
+        for kind in [LinearKind::Q, LinearKind::K, LinearKind::V] {
+            see(kind, h);
         }
-        let mut q = self.q.forward(&h, n_tok);
-        let mut k = self.k.forward(&h, n_tok);
-        let v = self.v.forward(&h, n_tok);
+        self.q.forward_into(h, n_tok, q);
+        self.k.forward_into(h, n_tok, k);
+        self.v.forward_into(h, n_tok, v);
         let pos0 = kv.len;
-        let (qw, kw) = (q.len() / n_tok, k.len() / n_tok);
-        for t in 0..n_tok {
-            ctx.rope.apply(&mut q[t * qw..(t + 1) * qw], pos0 + t);
-            ctx.rope.apply(&mut k[t * kw..(t + 1) * kw], pos0 + t);
-        }
-        kv.append(&k, &v);
+        ctx.rope.apply_batch(q, k, n_tok, pos0);
+        kv.append(k, v);
         let shape = AttnShape {
             n_head: cfg.num_attention_heads,
             n_kv_head: cfg.num_key_value_heads,
             head_dim: cfg.head_dim,
         };
-        let attn = causal_attention(shape, &q, n_tok, pos0, &kv.k, &kv.v);
-        see(LinearKind::O, &attn);
-        add_assign(x, &self.o.forward(&attn, n_tok));
+        attn.resize(q.len(), 0.0);
+        causal_attention(shape, q, n_tok, pos0, &kv.k, &kv.v, attn);
+        see(LinearKind::O, attn);
+        self.o.forward_into(attn, n_tok, out);
+        add_assign(x, out);
 
-        rms_norm(x, &self.ffn_norm, eps, &mut h);
-        see(LinearKind::Gate, &h);
-        see(LinearKind::Up, &h);
-        let mut g = self.gate.forward(&h, n_tok);
-        let u = self.up.forward(&h, n_tok);
-        swiglu(&mut g, &u);
-        see(LinearKind::Down, &g);
-        add_assign(x, &self.down.forward(&g, n_tok));
+        rms_norm(x, &self.ffn_norm, eps, h);
+        see(LinearKind::Gate, h);
+        see(LinearKind::Up, h);
+        self.gate.forward_into(h, n_tok, g);
+        self.up.forward_into(h, n_tok, u);
+        swiglu(g, u);
+        see(LinearKind::Down, g);
+        self.down.forward_into(g, n_tok, out);
+        add_assign(x, out);
+        SCRATCH.set(s);
     }
+}
+
+/// One thread's buffers for the activations inside a block, kept between passes: a prompt
+/// batch's are megabytes each, and fresh allocations that large come from the kernel a page at
+/// a time on every pass. (A pass started from inside another, e.g. by an observer, takes the
+/// buffers while the outer one holds none, so nesting stays correct.)
+#[derive(Default)]
+struct Scratch {
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    out: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
 impl Model {

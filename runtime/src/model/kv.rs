@@ -1,9 +1,12 @@
 //! Per-sequence key/value cache, f32, grown as the sequence grows.
 
-/// One layer's keys and values: `len` rows of `width` (= n_kv_heads · head_dim) each.
+use kernels::attention::KeyBlocks;
+
+/// One layer's keys and values, `len` positions of `width` (= n_kv_heads · head_dim) channels:
+/// keys in the attention kernel's transposed blocks, values as rows.
 #[derive(Clone, Debug, Default)]
 pub struct LayerKv {
-    pub k: Vec<f32>,
+    pub k: KeyBlocks,
     pub v: Vec<f32>,
     pub width: usize,
     pub len: usize,
@@ -12,6 +15,7 @@ pub struct LayerKv {
 impl LayerKv {
     pub fn new(width: usize) -> LayerKv {
         LayerKv {
+            k: KeyBlocks::new(width),
             width,
             ..Default::default()
         }
@@ -19,20 +23,18 @@ impl LayerKv {
 
     pub fn append(&mut self, k: &[f32], v: &[f32]) {
         debug_assert_eq!(k.len() % self.width, 0);
-        self.k.extend_from_slice(k);
+        self.k.append(k);
         self.v.extend_from_slice(v);
         self.len += k.len() / self.width;
     }
 
     pub fn clear(&mut self) {
-        self.k.clear();
-        self.v.clear();
-        self.len = 0;
+        self.truncate(0);
     }
 
     /// Drops positions from `len` on (e.g. to reuse a shared prompt prefix).
     pub fn truncate(&mut self, len: usize) {
-        self.k.truncate(len * self.width);
+        self.k.truncate(len);
         self.v.truncate(len * self.width);
         self.len = self.len.min(len);
     }

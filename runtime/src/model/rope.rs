@@ -64,18 +64,51 @@ impl Rope {
 
     /// Rotates every head (`head_dim` wide) of one token's vector `x` for position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
-        let half = self.inv_freq.len();
-        let d = 2 * half;
+        self.rotate(&self.angles(pos), x);
+    }
+
+    /// Rotates the query rows `q` and key rows `k` of `n_tok` tokens at positions pos0.., each
+    /// position's angles computed once for both, on the team for long batches.
+    pub fn apply_batch(&self, q: &mut [f32], k: &mut [f32], n_tok: usize, pos0: usize) {
+        if n_tok == 0 {
+            return;
+        }
+        let (qw, kw) = (q.len() / n_tok, k.len() / n_tok);
+        let per_task = 16;
+        kernels::parallel::for_each_chunk_pair_mut(
+            q,
+            per_task * qw,
+            k,
+            per_task * kw,
+            |i, q, k| {
+                for (t, (q, k)) in q
+                    .chunks_exact_mut(qw)
+                    .zip(k.chunks_exact_mut(kw))
+                    .enumerate()
+                {
+                    let cs = self.angles(pos0 + i * per_task + t);
+                    self.rotate(&cs, q);
+                    self.rotate(&cs, k);
+                }
+            },
+        );
+    }
+
+    /// (cos, sin) of each rotated pair's angle at position `pos`.
+    fn angles(&self, pos: usize) -> Vec<(f32, f32)> {
         let p = pos as f64 / self.pos_scale;
-        let cs: Vec<(f32, f32)> = self
-            .inv_freq
+        self.inv_freq
             .iter()
             .map(|f| {
                 let a = p * f;
                 (a.cos() as f32, a.sin() as f32)
             })
-            .collect();
-        for head in x.chunks_exact_mut(d) {
+            .collect()
+    }
+
+    fn rotate(&self, cs: &[(f32, f32)], x: &mut [f32]) {
+        let half = self.inv_freq.len();
+        for head in x.chunks_exact_mut(2 * half) {
             for (i, &(c, s)) in cs.iter().enumerate() {
                 let (a, b) = match self.style {
                     RopeStyle::Adjacent => (2 * i, 2 * i + 1),
@@ -136,6 +169,25 @@ mod tests {
         let n0: f32 = x.iter().map(|v| v * v).sum();
         let n1: f32 = halves.iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-5);
+    }
+
+    #[test]
+    fn batches_rotate_as_single_tokens_do() {
+        let mut c = cfg(None);
+        c.num_key_value_heads = 1;
+        let rope = Rope::new(&c, RopeStyle::Adjacent, None);
+        let n_tok = 37; // several tasks of 16 tokens, the last one partial
+        let (qw, kw) = (16, 8);
+        let q0: Vec<f32> = (0..n_tok * qw).map(|i| (i as f32 * 0.7).sin()).collect();
+        let k0: Vec<f32> = (0..n_tok * kw).map(|i| (i as f32 * 0.3).cos()).collect();
+        let (mut q, mut k) = (q0.clone(), k0.clone());
+        rope.apply_batch(&mut q, &mut k, n_tok, 5);
+        for t in 0..n_tok {
+            let (mut qt, mut kt) = (q0[t * qw..][..qw].to_vec(), k0[t * kw..][..kw].to_vec());
+            rope.apply(&mut qt, 5 + t);
+            rope.apply(&mut kt, 5 + t);
+            assert_eq!((&q[t * qw..][..qw], &k[t * kw..][..kw]), (&qt[..], &kt[..]));
+        }
     }
 
     #[test]

@@ -71,12 +71,19 @@ impl Linear {
 
     /// y = x·Wᵀ + b for `n_tok` rows of x.
     pub fn forward(&self, x: &[f32], n_tok: usize) -> Vec<f32> {
-        let mut y = vec![0f32; n_tok * self.w.rows()];
-        self.w.matmul(x, n_tok, &mut y);
-        if let Some(b) = &self.bias {
-            kernels::ops::add_bias(&mut y, b);
-        }
+        let mut y = Vec::new();
+        self.forward_into(x, n_tok, &mut y);
         y
+    }
+
+    /// [`forward`](Self::forward) into `y`, resized to n_tok × rows (its capacity is reused).
+    pub fn forward_into(&self, x: &[f32], n_tok: usize, y: &mut Vec<f32>) {
+        // Every element is overwritten by the product: no need to clear old contents.
+        y.resize(n_tok * self.w.rows(), 0.0);
+        self.w.matmul(x, n_tok, y);
+        if let Some(b) = &self.bias {
+            kernels::ops::add_bias(y, b);
+        }
     }
 }
 
@@ -169,6 +176,17 @@ impl Model {
             self.output.rows() * self.output.cols()
         };
         self.layers.len() * per_layer + self.embed.rows() * self.embed.cols() + head
+    }
+
+    /// Readies every matrix that forward passes multiply with (`Matrix::prepare`), so that the
+    /// first pass is not slowed by one-time work. Passes work without it.
+    pub fn prepare(&self) {
+        for l in &self.layers {
+            for k in LinearKind::ALL {
+                l.linear(k).w.prepare();
+            }
+        }
+        self.output.prepare();
     }
 
     pub fn tokenizer(&self) -> Option<&Tokenizer> {

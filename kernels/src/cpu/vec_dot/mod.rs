@@ -21,12 +21,83 @@ mod x86;
 /// Activation rows one kernel call handles.
 pub const MAX_NT: usize = 4;
 
+/// Activation rows one group-kernel call handles.
+pub const GROUP_NT: usize = 8;
+
 /// Dots of the weight row `w` with `nt` (1..=MAX_NT) activation rows at `x`, `x_stride` bytes
 /// apart; results in the first `nt` slots.
 ///
 /// Safety contract: the CPU supports the kernel's level, `w` is whole blocks and `x` covers the
 /// `nt` rows of the matching activation format. [`DotKernel`] checks these.
 pub(crate) type TileFn = unsafe fn(w: &[u8], x: &[u8], x_stride: usize, nt: usize) -> [f32; MAX_NT];
+
+/// `nt` activation rows `stride` bytes apart, the first at the start of `x`.
+#[derive(Clone, Copy)]
+pub(crate) struct ActRows<'a> {
+    pub x: &'a [u8],
+    pub stride: usize,
+    pub nt: usize,
+}
+
+/// Where a group kernel writes: row r < `rows` (≤ 16) of token t to `y[t * stride + r]`.
+#[derive(Clone, Copy)]
+pub(crate) struct GroupOut {
+    pub y: *mut f32,
+    pub stride: usize,
+    pub rows: usize,
+}
+
+/// Dots of the sixteen rows of one group of an interleaved matrix (`cpu::interleave`; `w` is the
+/// group's bytes, `nb` blocks per row) with 1..=GROUP_NT activation rows.
+///
+/// Safety contract: the CPU supports the kernel's level, `w` is a whole group, the activation
+/// rows are in the matching format, and `out` is valid for the writes.
+pub(crate) type GroupFn = unsafe fn(w: &[u8], nb: usize, x: ActRows, out: GroupOut);
+
+/// The kernel over sixteen interleaved rows of one weight type, where this CPU has one (AVX-512
+/// VNNI; the 32-element block types and Q4_K, Q5_K, Q6_K).
+#[derive(Clone, Copy)]
+pub struct GroupKernel {
+    ty: GgmlType,
+    tile: GroupFn,
+}
+
+impl std::fmt::Debug for GroupKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GroupKernel({})", self.ty)
+    }
+}
+
+impl GroupKernel {
+    /// The group kernel of level `isa` for `ty`, or None when there is none or this CPU cannot
+    /// run it.
+    pub fn new(ty: GgmlType, isa: Isa) -> Option<GroupKernel> {
+        if !isa.is_available() {
+            return None;
+        }
+        let tile = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::group_kernel(ty),
+            _ => None,
+        }?;
+        Some(GroupKernel { ty, tile })
+    }
+
+    pub fn weight_type(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// See [`GroupFn`].
+    ///
+    /// # Safety
+    /// `w` is a whole group of an interleaved matrix of this type with `nb` blocks per row, `x`
+    /// covers `x.nt` (1..=GROUP_NT) rows of the type's activation format, and `out.y` is valid
+    /// for writes of `out.rows` (≤ 16) elements at `t * out.stride` for t < x.nt.
+    #[inline]
+    pub(crate) unsafe fn tile_unchecked(&self, w: &[u8], nb: usize, x: ActRows, out: GroupOut) {
+        (self.tile)(w, nb, x, out)
+    }
+}
 
 /// The dot product of one weight type at one instruction-set level.
 #[derive(Clone, Copy)]

@@ -11,6 +11,7 @@ use quant::ggml::GgmlType;
 
 mod block32;
 mod float;
+mod interleaved;
 mod kquant;
 
 /// Defines `#[target_feature]` entry points with the [`TileFn`] signature that pick the
@@ -43,6 +44,10 @@ pub(super) fn kernel(ty: GgmlType, isa: Isa) -> Option<TileFn> {
             .or_else(|| float::kernel_avx2(ty)),
         _ => None,
     }
+}
+
+pub(super) fn group_kernel(ty: GgmlType) -> Option<super::GroupFn> {
+    interleaved::kernel(ty)
 }
 
 /// The f16 at `p` (unaligned) as f32.
