@@ -20,6 +20,19 @@ pub trait Matrix: Send + Sync {
 
     /// Bytes the weights occupy in their stored form.
     fn storage_bytes(&self) -> usize;
+
+    /// For formats that quantize activations with a calibrated (static) scale: how many
+    /// activation values so far lay beyond what the scale represents and were saturated.
+    fn clipped_activations(&self) -> Option<ClipCount> {
+        None
+    }
+}
+
+/// Activation values a static scale saturated, out of all it quantized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClipCount {
+    pub clipped: u64,
+    pub seen: u64,
 }
 
 pub type SharedMatrix = Arc<dyn Matrix>;
