@@ -2,9 +2,12 @@
 //! float-quantized layouts), multiplied as vLLM's FP8 W8A8 path does: activations quantized to
 //! E4M3 per token (dynamic), per token group (with block weights) or with a calibrated
 //! per-tensor scale (static), exactly as vLLM's `scaled_fp8_quant` / `per_token_group_quant_fp8`
-//! (quant::fp8 holds the reference); products of E4M3 values (exact in f32) accumulated in f32
-//! over each stretch of columns that shares one weight scale and one activation scale, then
-//! scaled. Weights are decoded through a 256-entry table.
+//! (quant::fp8 holds the reference). Weights are decoded through a 256-entry table.
+//!
+//! With per-tensor or per-channel weights and per-token or static activations, the products of
+//! E4M3 values are exact in f32, summed in f32 and scaled once, as vLLM's scaled GEMM does.
+//! Block weight scales and group activation scales are folded into the decoded values (one f32
+//! rounding per term, 2⁻²⁴ relative), so that every row is a single dot product.
 //!
 //! A static scale can be too small for the activations met at run time: values beyond ±448·s
 //! saturate there (vLLM clamps the same way) and are counted, so that
@@ -14,12 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use quant::bytes::SharedBytes;
 use quant::fp8::{self, e4m3_is_nan, E4M3_TO_F32};
+use quant::ggml::GgmlType;
 
-use crate::cpu::dot_f32;
 use crate::cpu::features::exact_activations;
+use crate::cpu::vec_dot::DotKernel;
+use crate::cpu::Isa;
 use crate::matrix::{check_matmul_args, ClipCount, Matrix, OutPtr};
 use crate::scaled::{
-    check_scales, for_each_block, for_each_token, with_row_buffer, ScaledMatrixError,
+    check_scales, float_dots, for_each_block, for_each_token, with_row_buffer, ScaledMatrixError,
 };
 
 /// How the weights are scaled.
@@ -55,10 +60,10 @@ pub struct Fp8Matrix {
     cols: usize,
     scale: Fp8WeightScale,
     act: Fp8Activations,
-    /// Columns per stretch of one weight scale (the block width, or the whole row).
-    weight_cols: usize,
     clipped: AtomicU64,
     seen: AtomicU64,
+    /// The f32 kernel for decoded rows against decoded activations.
+    float: DotKernel,
 }
 
 impl Fp8Matrix {
@@ -88,17 +93,13 @@ impl Fp8Matrix {
                 code: codes[index],
             });
         }
-        let weight_cols = match &scale {
-            Fp8WeightScale::Tensor(s) => {
-                check_scales("weight scale", &[*s])?;
-                cols
-            }
+        match &scale {
+            Fp8WeightScale::Tensor(s) => check_scales("weight scale", &[*s])?,
             Fp8WeightScale::Channel(s) => {
                 if s.len() != rows {
                     return Err(size("weight scales", rows, s.len()));
                 }
-                check_scales("weight scale", s)?;
-                cols
+                check_scales("weight scale", s)?
             }
             Fp8WeightScale::Block {
                 rows: br,
@@ -112,28 +113,17 @@ impl Fp8Matrix {
                 if scales.len() != want {
                     return Err(size("block weight scales", want, scales.len()));
                 }
-                check_scales("block weight scale", scales)?;
-                *bc
+                check_scales("block weight scale", scales)?
             }
-        };
-        let act_cols = match act {
+        }
+        match act {
             Fp8Activations::DynamicGroup(0) => {
                 return Err(ScaledMatrixError::Unsupported(
                     "activation groups of 0 columns".into(),
                 ))
             }
-            Fp8Activations::DynamicGroup(g) => g,
-            Fp8Activations::Static(s) => {
-                check_scales("input scale", &[s])?;
-                cols
-            }
-            _ => cols,
-        };
-        let (a, b) = (weight_cols.min(act_cols), weight_cols.max(act_cols));
-        if b < cols && !b.is_multiple_of(a) {
-            return Err(ScaledMatrixError::Unsupported(format!(
-                "weight blocks of {weight_cols} columns with activation groups of {act_cols}"
-            )));
+            Fp8Activations::Static(s) => check_scales("input scale", &[s])?,
+            _ => {}
         }
         Ok(Fp8Matrix {
             codes,
@@ -141,9 +131,18 @@ impl Fp8Matrix {
             cols,
             scale,
             act,
-            weight_cols,
             clipped: AtomicU64::new(0),
             seen: AtomicU64::new(0),
+            float: DotKernel::new(GgmlType::F32, Isa::best())
+                .expect("F32 has kernels at every level"),
+        })
+    }
+
+    /// The same matrix multiplied with the f32 kernels of `isa`, or None when this CPU lacks it.
+    pub fn with_isa(self, isa: Isa) -> Option<Fp8Matrix> {
+        Some(Fp8Matrix {
+            float: DotKernel::new(GgmlType::F32, isa)?,
+            ..self
         })
     }
 
@@ -159,7 +158,7 @@ impl Fp8Matrix {
         &self.codes[r * self.cols..(r + 1) * self.cols]
     }
 
-    /// The weight scale of row `r` over the segment starting at column `c`.
+    /// The weight scale of row `r` at column `c`.
     fn w_scale(&self, r: usize, c: usize) -> f32 {
         match &self.scale {
             Fp8WeightScale::Tensor(s) => *s,
@@ -172,68 +171,85 @@ impl Fp8Matrix {
         }
     }
 
-    /// The activations as the product sees them: decoded E4M3 values (or the f32 inputs), a
-    /// scale per token and activation group, and the group's width in columns.
-    fn quantized_activations(&self, x: &[f32], n_tok: usize) -> (Vec<f32>, Vec<f32>, usize) {
+    /// Row `r` as the product uses it (block scales folded in) and the scale left to apply to
+    /// its sums (the tensor or channel scale, or 1).
+    fn decode_row(&self, r: usize, out: &mut [f32]) -> f32 {
+        let codes = self.codes_of_row(r);
+        for (o, &b) in out.iter_mut().zip(codes) {
+            *o = E4M3_TO_F32[b as usize];
+        }
+        if let Fp8WeightScale::Block {
+            rows: br,
+            cols: bc,
+            ref scales,
+        } = self.scale
+        {
+            let row_scales = &scales[(r / br) * self.cols.div_ceil(bc)..];
+            for (chunk, s) in out.chunks_mut(bc).zip(row_scales) {
+                chunk.iter_mut().for_each(|v| *v *= s);
+            }
+            return 1.0;
+        }
+        self.w_scale(r, 0)
+    }
+
+    /// The activations as the product sees them: decoded E4M3 values (group scales folded in)
+    /// or the f32 inputs, and the scale left to apply to each token's sums.
+    fn quantized_activations(&self, x: &[f32], n_tok: usize) -> (Vec<f32>, Vec<f32>) {
         let cols = self.cols;
         let act = if exact_activations() {
             Fp8Activations::Unquantized
         } else {
             self.act
         };
-        let decode = |q: &[u8], out: &mut [f32]| {
-            for (o, &b) in out.iter_mut().zip(q) {
-                *o = E4M3_TO_F32[b as usize];
-            }
-        };
-        match act {
-            Fp8Activations::Unquantized => (x.to_vec(), vec![1.0; n_tok], cols),
-            Fp8Activations::DynamicPerToken | Fp8Activations::Static(_) => {
-                let mut xq = vec![0f32; n_tok * cols];
-                let mut s = vec![0f32; n_tok];
-                let beyond = AtomicU64::new(0);
-                let jobs: Vec<_> = xq
-                    .chunks_mut(cols)
-                    .zip(&mut s)
-                    .zip(x.chunks(cols))
-                    .collect();
-                for_each_token(jobs, |((out, s), x)| {
-                    let mut q = vec![0u8; x.len()];
-                    *s = match act {
-                        Fp8Activations::Static(scale) => {
-                            let n = fp8::quantize_static(x, scale, &mut q);
-                            beyond.fetch_add(n as u64, Ordering::Relaxed);
-                            scale
-                        }
-                        _ => fp8::quantize_token_dynamic(x, &mut q),
-                    };
-                    decode(&q, out);
-                });
-                if let Fp8Activations::Static(_) = act {
-                    self.clipped
-                        .fetch_add(beyond.into_inner(), Ordering::Relaxed);
-                    self.seen
-                        .fetch_add((n_tok * cols) as u64, Ordering::Relaxed);
-                }
-                (xq, s, cols)
-            }
-            Fp8Activations::DynamicGroup(g) => {
-                let groups = cols.div_ceil(g);
-                let mut xq = vec![0f32; n_tok * cols];
-                let mut s = vec![0f32; n_tok * groups];
-                let jobs: Vec<_> = xq
-                    .chunks_mut(cols)
-                    .zip(s.chunks_mut(groups))
-                    .zip(x.chunks(cols))
-                    .collect();
-                for_each_token(jobs, |((out, s), x)| {
-                    let mut q = vec![0u8; x.len()];
-                    fp8::quantize_token_groups(x, g, &mut q, s);
-                    decode(&q, out);
-                });
-                (xq, s, g)
-            }
+        if act == Fp8Activations::Unquantized {
+            return (x.to_vec(), vec![1.0; n_tok]);
         }
+        let mut xq = vec![0f32; n_tok * cols];
+        let mut s = vec![0f32; n_tok];
+        let beyond = AtomicU64::new(0);
+        let jobs: Vec<_> = xq
+            .chunks_mut(cols)
+            .zip(&mut s)
+            .zip(x.chunks(cols))
+            .collect();
+        for_each_token(jobs, |((out, s), x)| {
+            let mut q = vec![0u8; x.len()];
+            let decode = |q: &[u8], out: &mut [f32]| {
+                for (o, &b) in out.iter_mut().zip(q) {
+                    *o = E4M3_TO_F32[b as usize];
+                }
+            };
+            *s = match act {
+                Fp8Activations::Static(scale) => {
+                    let n = fp8::quantize_static(x, scale, &mut q);
+                    beyond.fetch_add(n as u64, Ordering::Relaxed);
+                    decode(&q, out);
+                    scale
+                }
+                Fp8Activations::DynamicGroup(g) => {
+                    let mut gs = vec![0f32; x.len().div_ceil(g)];
+                    fp8::quantize_token_groups(x, g, &mut q, &mut gs);
+                    decode(&q, out);
+                    for (o, gs) in out.chunks_mut(g).zip(&gs) {
+                        o.iter_mut().for_each(|v| *v *= gs);
+                    }
+                    1.0
+                }
+                _ => {
+                    let scale = fp8::quantize_token_dynamic(x, &mut q);
+                    decode(&q, out);
+                    scale
+                }
+            };
+        });
+        if let Fp8Activations::Static(_) = act {
+            self.clipped
+                .fetch_add(beyond.into_inner(), Ordering::Relaxed);
+            self.seen
+                .fetch_add((n_tok * cols) as u64, Ordering::Relaxed);
+        }
+        (xq, s)
     }
 }
 
@@ -249,38 +265,25 @@ impl Matrix for Fp8Matrix {
     fn matmul(&self, x: &[f32], n_tok: usize, y: &mut [f32]) {
         check_matmul_args(self, x, n_tok, y);
         let cols = self.cols;
-        let (xq, xs, group) = self.quantized_activations(x, n_tok);
-        let groups = cols.div_ceil(group);
-        // Construction checked that the narrower of the two stretches divides the wider.
-        let seg = self.weight_cols.min(group).max(1);
+        let (xq, xs) = self.quantized_activations(x, n_tok);
         let out = OutPtr(y.as_mut_ptr());
         let (xq, xs) = (&xq, &xs);
         for_each_block(self.rows, n_tok, cols, |rows, toks| {
             with_row_buffer(cols, |w| {
                 for r in rows {
-                    for (w, &b) in w.iter_mut().zip(self.codes_of_row(r)) {
-                        *w = E4M3_TO_F32[b as usize];
-                    }
-                    for t in toks.clone() {
-                        let xt = &xq[t * cols..(t + 1) * cols];
-                        let mut v = 0f32;
-                        for c in (0..cols).step_by(seg) {
-                            let e = (c + seg).min(cols);
-                            let acc = dot_f32(&w[c..e], &xt[c..e]);
-                            v += acc * self.w_scale(r, c) * xs[t * groups + c / group];
-                        }
+                    let ws = self.decode_row(r, w);
+                    float_dots(&self.float, w, xq, cols, 0..cols, toks.clone(), |t, v| {
                         // SAFETY: t·rows + r < n_tok·rows = y.len(); blocks are disjoint.
-                        unsafe { out.write(t * self.rows + r, v) };
-                    }
+                        unsafe { out.write(t * self.rows + r, v * ws * xs[t]) };
+                    });
                 }
             })
         });
     }
 
     fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        for (c, (o, &b)) in out.iter_mut().zip(self.codes_of_row(r)).enumerate() {
-            *o = E4M3_TO_F32[b as usize] * self.w_scale(r, c);
-        }
+        let s = self.decode_row(r, out);
+        out.iter_mut().for_each(|v| *v *= s);
     }
 
     fn format(&self) -> String {

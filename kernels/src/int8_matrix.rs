@@ -8,13 +8,15 @@
 //! to measure the weights' error alone.
 
 use quant::bytes::SharedBytes;
+use quant::ggml::GgmlType;
 
 use crate::cpu::features::exact_activations;
 use crate::cpu::int8::{Int8Kernels, NT};
-use crate::cpu::{dot_f32, Isa};
+use crate::cpu::vec_dot::DotKernel;
+use crate::cpu::Isa;
 use crate::matrix::{check_matmul_args, Matrix, OutPtr};
 use crate::scaled::{
-    check_scales, for_each_block, for_each_token, with_row_buffer, ScaledMatrixError,
+    check_scales, float_dots, for_each_block, for_each_token, with_row_buffer, ScaledMatrixError,
 };
 
 /// What happens to the activations of a product.
@@ -33,6 +35,8 @@ pub struct Int8Matrix {
     scales: Vec<f32>,
     act: Int8Activations,
     kernels: Int8Kernels,
+    /// The f32 kernel for decoded rows (W8A16).
+    float: DotKernel,
 }
 
 impl Int8Matrix {
@@ -65,6 +69,8 @@ impl Int8Matrix {
             scales,
             act,
             kernels: Int8Kernels::best(),
+            float: DotKernel::new(GgmlType::F32, Isa::best())
+                .expect("F32 has kernels at every level"),
         })
     }
 
@@ -72,6 +78,7 @@ impl Int8Matrix {
     pub fn with_isa(self, isa: Isa) -> Option<Int8Matrix> {
         Some(Int8Matrix {
             kernels: Int8Kernels::new(isa)?,
+            float: DotKernel::new(GgmlType::F32, isa)?,
             ..self
         })
     }
@@ -128,11 +135,10 @@ impl Int8Matrix {
                     for (w, &q) in w.iter_mut().zip(self.row(r)) {
                         *w = q as f32;
                     }
-                    for t in toks.clone() {
-                        let v = dot_f32(w, &x[t * cols..(t + 1) * cols]) * self.scales[r];
+                    float_dots(&self.float, w, x, cols, 0..cols, toks.clone(), |t, v| {
                         // SAFETY: as in matmul_w8a8.
-                        unsafe { out.write(t * self.rows + r, v) };
-                    }
+                        unsafe { out.write(t * self.rows + r, v * self.scales[r]) };
+                    });
                 }
             })
         });

@@ -7,6 +7,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::cpu::vec_dot::{DotKernel, MAX_NT};
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScaledMatrixError {
     #[error("{what}: {want} elements expected for [{rows} x {cols}], got {got}")]
@@ -46,11 +48,12 @@ pub(crate) fn check_scales(what: &'static str, scales: &[f32]) -> Result<(), Sca
 const SERIAL_WORK: usize = 256 << 10;
 /// Weight bytes per task: about half of an L1 data cache, reused by every token of the task.
 const TASK_WEIGHT_BYTES: usize = 16 << 10;
-/// Tokens per task.
-const TASK_TOKENS: usize = 64;
+/// Tokens per task (and at most per call of the block function).
+pub(crate) const TASK_TOKENS: usize = 64;
 
 /// Runs `f(rows, tokens)` over blocks that cover [0, rows) × [0, n_tok) exactly once, in
-/// parallel when the product is large. `row_bytes` is one weight row's storage.
+/// parallel when the product is large; no block has more than [`TASK_TOKENS`] tokens.
+/// `row_bytes` is one weight row's storage.
 pub(crate) fn for_each_block(
     rows: usize,
     n_tok: usize,
@@ -58,7 +61,9 @@ pub(crate) fn for_each_block(
     f: impl Fn(Range<usize>, Range<usize>) + Sync,
 ) {
     if rows * row_bytes * n_tok <= SERIAL_WORK {
-        f(0..rows, 0..n_tok);
+        for t0 in (0..n_tok).step_by(TASK_TOKENS) {
+            f(0..rows, t0..(t0 + TASK_TOKENS).min(n_tok));
+        }
         return;
     }
     let cache_rows = (TASK_WEIGHT_BYTES / row_bytes.max(1)).max(1);
@@ -101,6 +106,29 @@ pub(crate) fn with_row_buffer<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R
         row.resize(n, 0.0);
         f(row)
     })
+}
+
+/// The f32 dot products of a decoded weight row `w` (columns `cols.start..cols.end` of it)
+/// with the same columns of token rows `toks` of `x` (rows of `width` f32 values), through the
+/// F32 kernel `k` several tokens at a time; `f(t, dot)` receives each.
+pub(crate) fn float_dots(
+    k: &DotKernel,
+    w: &[f32],
+    x: &[f32],
+    width: usize,
+    cols: Range<usize>,
+    toks: Range<usize>,
+    mut f: impl FnMut(usize, f32),
+) {
+    let wb: &[u8] = bytemuck::cast_slice(&w[cols.clone()]);
+    let xb: &[u8] = bytemuck::cast_slice(x);
+    for t in toks.clone().step_by(MAX_NT) {
+        let nt = MAX_NT.min(toks.end - t);
+        let v = k.dot_tile(wb, &xb[4 * (t * width + cols.start)..], 4 * width, nt);
+        for (j, v) in v.iter().take(nt).enumerate() {
+            f(t + j, *v);
+        }
+    }
 }
 
 #[cfg(test)]

