@@ -227,7 +227,6 @@ const FUSED: [&[LinearKind]; 4] = [
 
 /// Block `i` ready to write: the block with its (possibly smoothed) norms, and the bytes of its
 /// quantized linears.
-#[allow(clippy::too_many_arguments)]
 fn convert_block(
     model: &Model,
     i: usize,
@@ -243,42 +242,7 @@ fn convert_block(
         .map(|&k| (k, hf_linear_weight(model, layer, k)))
         .collect();
     if let (Some(alpha), Some(stats)) = (opts.smoothquant, stats) {
-        for (norm, kinds) in [
-            ("input_layernorm", FUSED[0]),
-            ("post_attention_layernorm", FUSED[2]),
-        ] {
-            let site = stats.get(i, kinds[0]).expect("checked by check_stats");
-            let gamma = if norm == "input_layernorm" {
-                &layer.attn_norm
-            } else {
-                &layer.ffn_norm
-            };
-            let cols = gamma.len();
-            let w_absmax = kinds
-                .iter()
-                .map(|k| smoothquant::column_absmax(&weights[k], cols))
-                .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect())
-                .expect("a smoothing group has linears");
-            let s = smoothquant::smoothing_scales(&site.min, &site.max, &w_absmax, alpha);
-            // The norm is written in the dense dtype, which rounds like the scale dtype.
-            let (stored, factor) = smoothquant::fold_into_norm(gamma, &s, |v| dtype.round(v));
-            check_smoothed(i, norm, gamma, &stored, &s)?;
-            let floored = s.iter().filter(|v| **v == smoothquant::MIN_SCALE).count();
-            if floored > 0 {
-                notes.push(format!(
-                    "layer {i} {norm}: {floored} channels with no activation range kept SmoothQuant's floor scale 1e-5"
-                ));
-            }
-            for k in kinds {
-                smoothquant::scale_columns(weights.get_mut(k).expect("every kind"), &factor);
-            }
-            let stored = Arc::new(stored);
-            if norm == "input_layernorm" {
-                block.attn_norm = stored;
-            } else {
-                block.ffn_norm = stored;
-            }
-        }
+        smooth_block(i, &mut block, &mut weights, stats, alpha, dtype, notes)?;
     }
     let mut quantized = QuantizedLinears::new();
     for kinds in FUSED {
@@ -318,6 +282,57 @@ fn convert_block(
     Ok((block, quantized))
 }
 
+/// SmoothQuant on block `i`: each norm of `block` divided by the smoothing scales (stored in
+/// `dtype`) and the columns of the linears reading it multiplied to match, in `weights` (the
+/// block's linears in Hugging Face layout, f32).
+pub(crate) fn smooth_block(
+    i: usize,
+    block: &mut Layer,
+    weights: &mut BTreeMap<LinearKind, Vec<f32>>,
+    stats: &ActivationStats,
+    alpha: f64,
+    dtype: ScaleDtype,
+    notes: &mut Vec<String>,
+) -> Result<(), ConvertError> {
+    for (norm, kinds) in [
+        ("input_layernorm", FUSED[0]),
+        ("post_attention_layernorm", FUSED[2]),
+    ] {
+        let site = stats.get(i, kinds[0]).expect("checked by check_stats");
+        let gamma = if norm == "input_layernorm" {
+            block.attn_norm.clone()
+        } else {
+            block.ffn_norm.clone()
+        };
+        let cols = gamma.len();
+        let w_absmax = kinds
+            .iter()
+            .map(|k| smoothquant::column_absmax(&weights[k], cols))
+            .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect())
+            .expect("a smoothing group has linears");
+        let s = smoothquant::smoothing_scales(&site.min, &site.max, &w_absmax, alpha);
+        // The norm is written in the dense dtype, which rounds like the scale dtype.
+        let (stored, factor) = smoothquant::fold_into_norm(&gamma, &s, |v| dtype.round(v));
+        check_smoothed(i, norm, &gamma, &stored, &s)?;
+        let floored = s.iter().filter(|v| **v == smoothquant::MIN_SCALE).count();
+        if floored > 0 {
+            notes.push(format!(
+                "layer {i} {norm}: {floored} channels with no activation range kept SmoothQuant's floor scale 1e-5"
+            ));
+        }
+        for k in kinds {
+            smoothquant::scale_columns(weights.get_mut(k).expect("every kind"), &factor);
+        }
+        let stored = Arc::new(stored);
+        if norm == "input_layernorm" {
+            block.attn_norm = stored;
+        } else {
+            block.ffn_norm = stored;
+        }
+    }
+    Ok(())
+}
+
 /// The smoothed norm weights must survive the output dtype: a channel whose γ/s overflows is
 /// lost to ∞, one that underflows to 0 silences the channel.
 fn check_smoothed(
@@ -346,3 +361,6 @@ fn check_smoothed(
         ),
     })
 }
+
+#[cfg(test)]
+mod tests;

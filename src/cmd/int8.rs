@@ -50,6 +50,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (true, false) => a.smoothquant,
         (false, false) => Some(a.smoothquant.unwrap_or(0.5)),
     };
+    if let Some(a) = alpha {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&a),
+            "--smoothquant {a} is outside 0..=1"
+        );
+    }
     let smoothing = alpha.map_or("none".to_string(), |a| format!("SmoothQuant α {a}"));
     let method = match scheme {
         Scheme::W8A16 => "int8 weights with per-channel scales; activations unquantized.",
