@@ -10,41 +10,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use common::ct::{base, p};
 use common::{assert_clean_failure, quantize, stderr};
-
-/// The bf16 base every converter starts from: the prepared one, or made here from the GGUF.
-fn base() -> PathBuf {
-    static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let prepared = common::assets().join("base/smollm2-135m-instruct-bf16");
-        if prepared.join("model.safetensors").exists() {
-            return prepared;
-        }
-        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
-        let out = dir.path().join("base");
-        let gguf = common::smollm_gguf();
-        let o = quantize(&["convert", "--model", p(&gguf), "--out", p(&out)]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        out
-    })
-    .clone()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 const SMALL_CALIB: [&str; 4] = ["--nsamples", "4", "--seqlen", "128"];
 
-/// Runs `quantize <args> --model BASE --out DIR` and returns DIR (kept in `dir`).
 fn convert(dir: &tempfile::TempDir, name: &str, args: &[&str]) -> PathBuf {
-    let out = dir.path().join(name);
-    let base = base();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--model", p(&base), "--out", p(&out), "--threads", "2"]);
-    let o = quantize(&all);
-    assert!(o.status.success(), "quantize {args:?}: {}", stderr(&o));
-    out
+    common::ct::convert(dir.path(), name, args)
 }
 
 /// The oracle's verdict on layers 0, 15 and 29 of `out`.

@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests: where the real assets are, the built CLI, Python.
 #![allow(dead_code)]
 
+pub mod ct;
 pub mod reference;
 
 use std::path::PathBuf;

@@ -1,3 +1,5 @@
+use std::path::{Path, PathBuf};
+
 use rand::{Rng, SeedableRng};
 use runtime::loader::safetensors_dir::SafetensorsDir;
 use runtime::model::synthetic::{f32_matrix, SyntheticSpec};
@@ -250,5 +252,123 @@ fn bad_statistics_weights_and_smoothing_fail_naming_the_layer_and_leave_nothing(
         opts(Scheme::W8A8, Some(0.5)),
         Some(&stats),
         "SmoothQuant, layer 0 input_layernorm: 1 channels",
+    );
+}
+
+/// Converts the synthetic model to `scheme` in `dir/name` and returns the folder.
+fn converted(dir: &Path, name: &str, scheme: Scheme) -> PathBuf {
+    let base = model("bfloat16");
+    let stats = collect(&base, &samples(96), |_| {});
+    let out = dir.join(name);
+    convert(
+        &base,
+        None,
+        &out,
+        &opts(scheme, None),
+        Some(&stats),
+        &ModelCard::default(),
+        |_| {},
+    )
+    .unwrap();
+    out
+}
+
+/// Rewrites config.json's quantization_config with `edit`.
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v["quantization_config"]);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+fn load_error(dir: &Path) -> String {
+    match runtime::load(dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn corrupt_or_unsupported_folders_fail_to_load_naming_file_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g0 = "config_groups.group_0";
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: [(Scheme, &str, Edit, &str); 6] = [
+        (
+            Scheme::Fp8Dynamic,
+            "strategy",
+            Box::new(|q| q["config_groups"]["group_0"]["weights"]["strategy"] = "diagonal".into()),
+            "weights",
+        ),
+        (
+            Scheme::Fp8Dynamic,
+            "format",
+            Box::new(|q| q["config_groups"]["group_0"]["format"] = "marlin-24".into()),
+            "format",
+        ),
+        (
+            Scheme::W8A8,
+            "static int8",
+            Box::new(|q| {
+                q["config_groups"]["group_0"]["input_activations"]["dynamic"] = false.into()
+            }),
+            "input_activations",
+        ),
+        (
+            Scheme::W8A16,
+            "4-bit packs",
+            Box::new(|q| q["config_groups"]["group_0"]["weights"]["num_bits"] = 4.into()),
+            "weights.num_bits",
+        ),
+        (
+            Scheme::W8A8,
+            "asymmetric",
+            Box::new(|q| q["config_groups"]["group_0"]["weights"]["symmetric"] = false.into()),
+            "weights.symmetric",
+        ),
+        (
+            Scheme::Fp8Dynamic,
+            "bad regex",
+            Box::new(|q| q["ignore"] = serde_json::json!(["re:("])),
+            "quantization_config.ignore[0]",
+        ),
+    ];
+    for (i, (scheme, what, edit, field)) in cases.into_iter().enumerate() {
+        let dir = converted(tmp.path(), &format!("c{i}"), scheme);
+        edit_config(&dir, edit);
+        let e = load_error(&dir);
+        assert!(
+            e.contains("config.json") && e.contains(field),
+            "{what}: {e}"
+        );
+        if field != "quantization_config.ignore[0]" {
+            assert!(e.contains(g0), "{what}: {e}");
+        }
+    }
+
+    // A NaN code in an FP8 weight, and a missing scale, name the tensor.
+    let dir = converted(tmp.path(), "nan", Scheme::Fp8Dynamic);
+    let st = SafetensorsDir::open(&dir).unwrap();
+    let e = st.get("model.layers.1.mlp.up_proj.weight").unwrap().clone();
+    let file = st.file_path(&e).to_owned();
+    drop(st);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[e.start + 77] = 0xFF;
+    std::fs::write(&file, &bytes).unwrap();
+    let err = load_error(&dir);
+    assert!(
+        err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("NaN code"),
+        "{err}"
+    );
+
+    let dir = converted(tmp.path(), "scale", Scheme::Fp8Static);
+    edit_config(&dir, |q| {
+        q["config_groups"]["group_0"]["weights"]["strategy"] = "channel".into()
+    });
+    let err = load_error(&dir);
+    assert!(
+        err.contains("weight_scale") && err.contains("shape"),
+        "{err}"
     );
 }
