@@ -1,8 +1,9 @@
 """Independent check of a compressed-tensors folder written by `quantize fp8|int8`: recomputes
 every checked linear's quantization from the base model's weights in float64 NumPy, from the
 formats' definitions (E4M3 by nearest-value search over its 256 codes, ties to even; int8 by
-round-half-even), and compares bytes. Also compares config.json's quantization_config with the
-one llm-compressor 0.14 wrote for the same scheme (tests/fixtures/llm_compressor).
+round-half-even), and compares bytes. Also compares config.json's quantization_config and block
+0's tensor names, dtypes and shapes with what llm-compressor 0.14 wrote for the same scheme on the
+same model (tests/fixtures/llm_compressor/smollm2_formats.json).
 
 usage: ct_check.py BASE_DIR OUT_DIR SCHEME LAYERS
   SCHEME: fp8_dynamic | fp8_static | fp8_block | w8a8 | w8a8_smoothed | w8a16
@@ -132,11 +133,17 @@ def main():
     base_dir, out_dir, scheme, layers = sys.argv[1:5]
     base, out = Folder(base_dir), Folder(out_dir)
     fixtures = os.path.join(os.path.dirname(__file__), "..", "fixtures", "llm_compressor",
-                            "quantization_configs.json")
+                            "smollm2_formats.json")
     peer = json.load(open(fixtures))[scheme.replace("_smoothed", "")]
     details, checked, mismatches = [], 0, 0
-    if out.config["quantization_config"] != peer:
+    if out.config["quantization_config"] != peer["quantization_config"]:
         details.append("quantization_config differs from llm-compressor's")
+        mismatches += 1
+    ours = {k: [v[0], v[1]] for k, v in out.tensors.items() if k.startswith("model.layers.0.")}
+    if ours != peer["layer0_tensors"]:
+        diff = {k for k in set(ours) | set(peer["layer0_tensors"])
+                if ours.get(k) != peer["layer0_tensors"].get(k)}
+        details.append(f"block 0 tensors differ from llm-compressor's: {sorted(diff)[:6]}")
         mismatches += 1
     for i in map(int, layers.split(",")):
         p = f"model.layers.{i}."
