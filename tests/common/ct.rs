@@ -170,3 +170,76 @@ pub fn compare(folder: &Path, act_quant: bool) -> Result<Parity, String> {
         mean_diff: sum / n as f64,
     })
 }
+
+/// Linear-by-linear agreement with transformers on the same inputs.
+#[derive(Debug)]
+pub struct LinearParity {
+    pub linears: usize,
+    /// Largest and median ‖y_ours − y_hf‖ / ‖y_hf‖ over the linears.
+    pub max_rel: f64,
+    pub median_rel: f64,
+}
+
+/// Feeds every quantized linear the input transformers gave it (tests/oracle/ct_linears.py, on
+/// the longest prompt) and compares our output with transformers'.
+pub fn compare_linears(folder: &Path) -> Result<LinearParity, String> {
+    let model = runtime::load(folder).unwrap();
+    let tok = model.tokenizer().unwrap();
+    let prompt = tok.encode(PROMPTS[5], true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(&tokens, serde_json::to_string(&prompt).unwrap()).unwrap();
+    let out = std::process::Command::new(peer_python())
+        .arg(super::oracle("ct_linears.py"))
+        .args([folder, &tokens, dir.path()])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let err = super::stderr(&out);
+        return Err(err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_owned());
+    }
+    let index: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("index.json")).unwrap())
+            .unwrap();
+    let floats = |name: String| -> Vec<f32> {
+        let b = std::fs::read(dir.path().join(name)).unwrap();
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut rel = Vec::new();
+    for e in &index {
+        let (layer, module) = (
+            e["layer"].as_u64().unwrap() as usize,
+            e["module"].as_str().unwrap(),
+        );
+        let n_tok = e["n_tok"].as_u64().unwrap() as usize;
+        let kind = runtime::model::LinearKind::ALL
+            .into_iter()
+            .find(|k| k.hf_name() == module)
+            .unwrap();
+        let w = &model.layers[layer].linear(kind).w;
+        let x = floats(format!("{layer}.{module}.in"));
+        let want = floats(format!("{layer}.{module}.out"));
+        let mut y = vec![0f32; n_tok * w.rows()];
+        w.matmul(&x, n_tok, &mut y);
+        let d: f64 = y
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let n: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        rel.push((d / n.max(1e-30)).sqrt());
+    }
+    rel.sort_by(|a, b| a.total_cmp(b));
+    Ok(LinearParity {
+        linears: rel.len(),
+        max_rel: *rel.last().unwrap(),
+        median_rel: rel[rel.len() / 2],
+    })
+}
