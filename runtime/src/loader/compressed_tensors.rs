@@ -73,9 +73,8 @@ impl LinearFormat for CompressedTensors {
         };
         match group.format {
             Format::Dense => dense_matrix(st, &format!("{prefix}.weight"), rows, cols),
-            Format::FloatQuantized | Format::NaiveQuantized if w.kind == QuantType::Float => {
-                self.fp8(group, w, &linear)
-            }
+            Format::FloatQuantized => self.fp8(group, w, &linear),
+            Format::NaiveQuantized if w.kind == QuantType::Float => self.fp8(group, w, &linear),
             Format::IntQuantized | Format::NaiveQuantized => self.int8(group, w, &linear, false),
             Format::PackQuantized if w.num_bits == 8 => self.int8(group, w, &linear, true),
             Format::PackQuantized => Err(self.unsupported(
@@ -86,7 +85,7 @@ impl LinearFormat for CompressedTensors {
                     w.num_bits
                 ),
             )),
-            Format::FloatQuantized | Format::Other => Err(self.unsupported(
+            Format::Other => Err(self.unsupported(
                 group,
                 "format",
                 format!(
@@ -200,6 +199,13 @@ impl CompressedTensors {
     }
 
     fn fp8(&self, group: &Group, w: &QuantArgs, l: &Linear) -> Result<SharedMatrix, LoadError> {
+        if w.kind != QuantType::Float {
+            return Err(self.unsupported(
+                group,
+                "weights.type",
+                format!("integer weights in the {} format", group.format_name),
+            ));
+        }
         let strategy = self.check_weights(
             group,
             w,
