@@ -21,3 +21,7 @@ echo "== generate (greedy) from the GGUF and from the converted folder"
 $Q generate --model "$GGUF" --prompt "The three primary colors are" --max-tokens 32 --stats
 $Q generate --model "$BASE" --prompt "The three primary colors are" --max-tokens 32 --stats
 $Q generate --model "$BASE" --chat --prompt "Give me one tip for writing clear code." --max-tokens 48
+
+echo "== FP8 (llm-compressor's FP8_DYNAMIC format, vLLM-ready) from the base, and generate from it"
+$Q fp8 --model "$BASE" --out "$A/demo/smollm2-fp8-dynamic"
+$Q generate --model "$A/demo/smollm2-fp8-dynamic" --prompt "The three primary colors are" --max-tokens 32 --stats

@@ -20,6 +20,10 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Convert a GGUF model into a Hugging Face folder (bf16 safetensors + tokenizer + config).
     Convert(cmd::convert::Args),
+    /// FP8 E4M3 weights (dynamic, static or block scales) in compressed-tensors format.
+    Fp8(cmd::fp8::Args),
+    /// int8 weights with SmoothQuant W8A8 or weight-only W8A16, in compressed-tensors format.
+    Int8(cmd::int8::Args),
     /// Generate a continuation of a prompt.
     Generate(cmd::generate::Args),
     /// Quantize a Hugging Face folder or GGUF file to a llama.cpp GGUF type (byte-identical to llama-quantize).
@@ -62,6 +66,8 @@ fn main() {
     let result = match cli.command {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Fp8(a) => cmd::fp8::run(a),
+        Command::Int8(a) => cmd::int8::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Gguf(a) => cmd::gguf::run(a),
         Command::Imatrix(a) => cmd::imatrix::run(a),

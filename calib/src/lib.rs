@@ -1,6 +1,7 @@
 //! Calibration: data, activation capture through the runtime's observer hook, statistics, and the
 //! layer-by-layer pipeline that feeds quant's algorithms one block at a time.
 
+pub mod compressed;
 pub mod data;
 pub mod imatrix;
 pub mod stats;

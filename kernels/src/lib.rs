@@ -8,10 +8,16 @@
 
 pub mod attention;
 pub mod cpu;
+pub mod fp8_matrix;
 pub mod ggml_matrix;
+pub mod int8_matrix;
 pub mod matrix;
 pub mod ops;
 pub mod parallel;
+pub mod scaled;
 
+pub use fp8_matrix::{Fp8Activations, Fp8Matrix, Fp8WeightScale};
 pub use ggml_matrix::{GgmlMatrix, MatrixError};
-pub use matrix::{Matrix, SharedMatrix};
+pub use int8_matrix::{Int8Activations, Int8Matrix};
+pub use matrix::{ClipCount, Matrix, SharedMatrix};
+pub use scaled::ScaledMatrixError;

@@ -25,6 +25,19 @@ pub trait Matrix: Send + Sync {
     /// kernels (as `GgmlMatrix` does on AVX-512): callers that time products call it first, so
     /// the one-time work is not counted in the first product. Products work without it.
     fn prepare(&self) {}
+
+    /// For formats that quantize activations with a calibrated (static) scale: how many
+    /// activation values so far lay beyond what the scale represents and were saturated.
+    fn clipped_activations(&self) -> Option<ClipCount> {
+        None
+    }
+}
+
+/// Activation values a static scale saturated, out of all it quantized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClipCount {
+    pub clipped: u64,
+    pub seen: u64,
 }
 
 pub type SharedMatrix = Arc<dyn Matrix>;

@@ -2,8 +2,11 @@
 
 pub mod atomic;
 pub mod bytes;
+pub mod fp8;
 pub mod ggml;
 pub mod gguf;
 pub mod hf;
 pub mod imatrix;
+pub mod int8;
 pub mod safetensors_out;
+pub mod smoothquant;

@@ -75,6 +75,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
     );
     writeln!(stdout)?;
+    if let Some(report) = model.clipping_report() {
+        eprint!("warning: {report}");
+    }
     if a.stats {
         eprintln!(
             "prompt: {} tokens in {:.3} s ({:.1} tok/s); generation: {} tokens in {:.3} s ({:.1} tok/s)",

@@ -2,14 +2,18 @@
 //! the library crates.
 
 pub mod bench;
+pub mod calib_args;
+pub mod compressed;
 pub mod convert;
 pub mod eval;
+pub mod fp8;
 pub mod gate;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod imatrix;
 pub mod inspect;
+pub mod int8;
 pub mod kld;
 pub mod ppl;
 
@@ -28,6 +32,14 @@ pub fn tokenizer(model: &runtime::Model) -> anyhow::Result<&runtime::Tokenizer> 
     model
         .tokenizer()
         .with_context(|| format!("{} has no tokenizer", model.source))
+}
+
+/// A short name for a model path (its file or folder name), for titles.
+pub fn model_name(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
 }
 
 /// Parses a byte size such as "5G", "500M", "64K" or "1234" (powers of 1000, as the Hub does).

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hf_models;
+pub mod ct;
 pub mod reference;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 pub mod dot;
 pub mod features;
 pub mod interleave;
+pub mod int8;
 pub mod q8;
 pub mod vec_dot;
 pub mod vecmath;

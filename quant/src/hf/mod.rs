@@ -1,6 +1,7 @@
 //! Hugging Face model folder formats.
 
 pub mod card;
+pub mod compressed_tensors;
 pub mod config;
 
 pub use card::ModelCard;

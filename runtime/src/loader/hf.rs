@@ -66,6 +66,11 @@ fn linear_format(dir: &Path, cfg: &serde_json::Value) -> Result<Box<dyn LinearFo
         .get("quant_method")
         .and_then(|m| m.as_str())
         .unwrap_or("(missing)");
+    if method == "compressed-tensors" {
+        let c =
+            super::compressed_tensors::CompressedTensors::from_config(&dir.join("config.json"), q)?;
+        return Ok(Box::new(c));
+    }
     Err(LoadError::Unsupported {
         path: dir.join("config.json"),
         field: "quantization_config.quant_method".into(),

@@ -1,6 +1,7 @@
 //! Opens a model: a GGUF file or a Hugging Face folder (single or sharded safetensors, dense or
 //! one of the quantized formats this project writes).
 
+pub mod compressed_tensors;
 pub mod gguf;
 pub mod hf;
 pub mod safetensors_dir;

@@ -1,5 +1,6 @@
 //! The Llama-family graph.
 
+pub mod clipping;
 pub mod forward;
 pub mod kv;
 pub mod rope;

@@ -1,0 +1,91 @@
+//! Symmetric int8: weights per output channel as compressed-tensors quantizes them, and
+//! activations per token the way vLLM quantizes them at run time. These are the reference the
+//! runtime's int8 kernels are tested against.
+//!
+//! compressed-tensors (`calculate_qparams`, `_quantize`): the range always includes 0, the
+//! scale is max|w| / ((qmax − qmin)/2) = max|w|/127.5 in the module's dtype, q =
+//! clamp(round_half_even(w/scale), −128, 127). The quotient here is computed in f64, so
+//! the only rounding is the integer one (PyTorch divides in the model's dtype, bf16, and rounds
+//! twice; see `quantize_weight`).
+//!
+//! vLLM (`dynamic_scaled_int8_quant_kernel`, csrc/quantization/compressed_tensors/
+//! int8_quant_kernels.cu): per token, amax = max|x| (NaN ignored, fmaxf), scale = amax/127,
+//! q = cvt.rni.sat.s8.f32(x · (127/amax)): round half to even, saturate, NaN → 0; an all-zero
+//! token gets scale 0 and zeros.
+
+use crate::hf::compressed_tensors::ScaleDtype;
+
+/// compressed-tensors' symmetric int8 divisor: (qmax − qmin)/2 = (127 − (−128))/2.
+pub const WEIGHT_DIVISOR: f32 = 127.5;
+
+/// The int8 weight scale of a range whose largest magnitude is `amax`.
+pub fn weight_scale(amax: f32, dtype: ScaleDtype) -> f32 {
+    dtype.scale_from_range(amax, WEIGHT_DIVISOR)
+}
+
+/// round_half_even(v) clamped to [−128, 127]; NaN → 0.
+#[inline]
+pub fn round_saturate(v: f64) -> i8 {
+    if v.is_nan() {
+        return 0;
+    }
+    v.round_ties_even().clamp(-128.0, 127.0) as i8
+}
+
+/// One weight quantized with `scale`.
+#[inline]
+pub fn quantize_weight(w: f32, scale: f32) -> i8 {
+    round_saturate(w as f64 / scale as f64)
+}
+
+/// A row quantized with its own scale (per output channel); returns the scale.
+pub fn quantize_row(w: &[f32], dtype: ScaleDtype, q: &mut [i8]) -> f32 {
+    assert_eq!(w.len(), q.len());
+    let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = weight_scale(amax, dtype);
+    for (q, &v) in q.iter_mut().zip(w) {
+        *q = quantize_weight(v, scale);
+    }
+    scale
+}
+
+/// vLLM's dynamic per-token activation quantization of one token; returns the scale.
+pub fn quantize_token_dynamic(x: &[f32], q: &mut [i8]) -> f32 {
+    assert_eq!(x.len(), q.len());
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = round_saturate((v * inv) as f64);
+    }
+    amax / 127.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_round_half_even_and_clamp() {
+        // amax/127.5 puts the largest magnitude at ±127.5: +127.5 → 128 → 127, −127.5 → −128.
+        let mut q = [0i8; 5];
+        let s = quantize_row(&[127.5, -127.5, 2.5, 3.5, -0.5], ScaleDtype::F32, &mut q);
+        assert_eq!(s, 1.0);
+        assert_eq!(q, [127, -128, 2, 4, 0]);
+        assert_eq!(
+            quantize_row(&[0.0; 5], ScaleDtype::BF16, &mut q),
+            ScaleDtype::BF16.eps()
+        );
+        assert_eq!(q, [0; 5]);
+    }
+
+    #[test]
+    fn vllm_tokens() {
+        let mut q = [0i8; 4];
+        let s = quantize_token_dynamic(&[1.0, -2.0, 0.5, f32::NAN], &mut q);
+        assert_eq!(s, 2.0 / 127.0);
+        // 0.5·63.5 = 31.75 → 32; NaN → 0.
+        assert_eq!(q, [64, -127, 32, 0]);
+        assert_eq!(quantize_token_dynamic(&[0.0; 4], &mut q), 0.0);
+        assert_eq!(q, [0; 4]);
+    }
+}
