@@ -4,6 +4,8 @@ pub mod atomic;
 pub mod bytes;
 pub mod ggml;
 pub mod gguf;
+pub mod gptq;
+pub mod groupq;
 pub mod hf;
 pub mod imatrix;
 pub mod safetensors_out;
