@@ -18,7 +18,8 @@ pub struct GroupQuant {
     pub codes: Vec<u8>,
     /// n_groups × rows (the group-major order GPTQ and AWQ files use).
     pub scales: Vec<f32>,
-    /// n_groups × rows integer zero points, each at most 2^bits − 1.
+    /// n_groups × rows integer zero points, at most 2^bits (what a GPTQ v1 file's stored 2^bits − 1
+    /// means; the quantizers here stay within 2^bits − 1).
     pub zeros: Vec<u8>,
     /// The group of each input column when it is not `c / group_size` (GPTQ act-order).
     pub g_idx: Option<Vec<u32>>,
@@ -77,8 +78,8 @@ impl GroupQuant {
                 c % self.cols
             ));
         }
-        if let Some(i) = self.zeros.iter().position(|&z| z as u32 > maxq) {
-            return Err(format!("zero point {} exceeds {maxq}", self.zeros[i]));
+        if let Some(i) = self.zeros.iter().position(|&z| z as u32 > maxq + 1) {
+            return Err(format!("zero point {} exceeds {}", self.zeros[i], maxq + 1));
         }
         if let Some(i) = self.scales.iter().position(|s| !s.is_finite()) {
             return Err(format!(
@@ -113,7 +114,7 @@ impl GroupQuant {
     }
 
     /// Row `r` dequantized: scale · (q − zero), exact in f32 for f16/bf16 scales (an 11-bit
-    /// mantissa times an integer below 2^8 needs at most 19 bits).
+    /// mantissa times an integer of magnitude at most 2^8 needs at most 20 bits).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         assert_eq!(out.len(), self.cols);
         let codes = &self.codes[r * self.cols..(r + 1) * self.cols];

@@ -1,6 +1,7 @@
 //! Number formats and quantizers as pure functions, and the artifact file formats.
 
 pub mod atomic;
+pub mod awq;
 pub mod bytes;
 pub mod ggml;
 pub mod gguf;
