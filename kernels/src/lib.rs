@@ -9,8 +9,10 @@
 pub mod attention;
 pub mod cpu;
 pub mod ggml_matrix;
+pub mod group_quant;
 pub mod matrix;
 pub mod ops;
 
 pub use ggml_matrix::{GgmlMatrix, MatrixError};
+pub use group_quant::GroupQuantMatrix;
 pub use matrix::{Matrix, SharedMatrix};

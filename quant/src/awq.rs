@@ -57,7 +57,9 @@ pub fn weight_mean(linears: &[&[f32]], cols: usize, group: usize) -> Vec<f32> {
             rows += 1;
         }
     }
-    sum.iter().map(|s| (s / rows.max(1) as f64) as f32).collect()
+    sum.iter()
+        .map(|s| (s / rows.max(1) as f64) as f32)
+        .collect()
 }
 
 /// The scales of grid point `k` of `n_grid`: point 0 is no scaling; point k ≥ 1 is duo
@@ -185,7 +187,11 @@ pub fn search_clip(w: &[f32], rows: usize, gram: &Gram, cfg: &AwqConfig) -> Vec<
                         let grow = &gram.g[(gi * g + a) * cols + gi * g..][..g];
                         *gda = grow.iter().zip(&delta).map(|(x, y)| x * y).sum();
                     }
-                    let err = gd.iter().zip(&delta).map(|(x, y)| (x * y) as f64).sum::<f64>()
+                    let err = gd
+                        .iter()
+                        .zip(&delta)
+                        .map(|(x, y)| (x * y) as f64)
+                        .sum::<f64>()
                         / gram.tokens.max(1) as f64;
                     if err < best_err {
                         (best_err, best_m) = (err, m);
@@ -228,7 +234,9 @@ mod tests {
         assert_eq!(grid_scales(&x, &w, 0, 20), vec![1.0; 3]);
         for k in 1..20 {
             let s = grid_scales(&x, &w, k, 20);
-            let (lo, hi) = s.iter().fold((f32::MAX, 0f32), |(a, b), v| (a.min(*v), b.max(*v)));
+            let (lo, hi) = s
+                .iter()
+                .fold((f32::MAX, 0f32), |(a, b), v| (a.min(*v), b.max(*v)));
             assert!((lo * hi - 1.0).abs() < 1e-5, "k={k}: {s:?}");
         }
         // Ratio 1 (k = 19): proportional to x_mean / (1 + 1e-4).

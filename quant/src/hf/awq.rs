@@ -187,7 +187,9 @@ mod tests {
             }
         }
         let words = |b: &[u8]| -> Vec<u32> {
-            b.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+            b.chunks(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
         };
         let scales: Vec<f32> = t[2]
             .chunks(2)

@@ -89,7 +89,11 @@ mod tests {
             assert_eq!(w.len(), packed_words(37, bits));
             let mut back = Vec::new();
             unpack(&w, bits, 37, &mut back);
-            assert_eq!(back, v.iter().map(|x| *x as u8).collect::<Vec<_>>(), "{bits}");
+            assert_eq!(
+                back,
+                v.iter().map(|x| *x as u8).collect::<Vec<_>>(),
+                "{bits}"
+            );
         }
         let mut w = Vec::new();
         pack([1, 2, 3, 4, 5, 6, 7, 8], 4, &mut w);

@@ -247,10 +247,15 @@ mod tests {
     fn four_bit_words_hold_eight_inputs_in_order() {
         let q = sample(32, 64, 4, 32, true);
         let t = pack(&q).unwrap();
-        let word = |k: usize, r: usize| u32::from_le_bytes(t[0][4 * (k * 32 + r)..][..4].try_into().unwrap());
+        let word = |k: usize, r: usize| {
+            u32::from_le_bytes(t[0][4 * (k * 32 + r)..][..4].try_into().unwrap())
+        };
         for r in [0, 5, 31] {
             for c in [0, 9, 63] {
-                assert_eq!((word(c / 8, r) >> (4 * (c % 8))) & 15, q.codes[r * 64 + c] as u32);
+                assert_eq!(
+                    (word(c / 8, r) >> (4 * (c % 8))) & 15,
+                    q.codes[r * 64 + c] as u32
+                );
             }
         }
         // Symmetric 4-bit: every zero is 8, stored as 7.
@@ -259,14 +264,21 @@ mod tests {
 
     #[test]
     fn pack_then_unpack_is_the_identity() {
-        for (bits, g, sym) in [(4, 32, false), (3, 64, true), (2, 32, false), (8, 128, true)] {
+        for (bits, g, sym) in [
+            (4, 32, false),
+            (3, 64, true),
+            (2, 32, false),
+            (8, 128, true),
+        ] {
             let mut q = sample(64, 128, bits, g, sym);
             if g < 128 {
                 q.g_idx = Some((0..128).map(|c| ((c * 5) % 128 / g) as u32).collect());
             }
             let t = pack(&q).unwrap();
             let words = |b: &[u8]| -> Vec<u32> {
-                b.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+                b.chunks(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
             };
             let scales: Vec<f32> = t[2]
                 .chunks(2)

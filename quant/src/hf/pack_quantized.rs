@@ -97,7 +97,10 @@ pub fn unpack(p: &Packed, rows: usize, cols: usize, a: PackedArgs) -> Result<Gro
         None => None,
         Some(g) => {
             if g.len() != cols {
-                return Err(format!("weight_g_idx has {} entries for {cols} columns", g.len()));
+                return Err(format!(
+                    "weight_g_idx has {} entries for {cols} columns",
+                    g.len()
+                ));
             }
             Some(
                 g.iter()
@@ -136,7 +139,9 @@ pub fn pack(q: &GroupQuant, symmetric: bool) -> (Vec<u32>, Option<Vec<u32>>) {
     for g in 0..ng {
         col.clear();
         bitpack::pack(
-            q.zeros[g * q.rows..(g + 1) * q.rows].iter().map(|z| *z as u32),
+            q.zeros[g * q.rows..(g + 1) * q.rows]
+                .iter()
+                .map(|z| *z as u32),
             q.bits,
             &mut col,
         );
@@ -178,7 +183,10 @@ mod tests {
                 group_size: g,
                 symmetric: sym,
             };
-            assert!(unpack(&p, rows, cols, args).unwrap() == q, "{sym} {g}: round trip differs");
+            assert!(
+                unpack(&p, rows, cols, args).unwrap() == q,
+                "{sym} {g}: round trip differs"
+            );
             // Word 0 of row 0: columns 0..8 at bits 4k.
             for k in 0..8 {
                 assert_eq!((packed[0] >> (4 * k)) & 15, q.codes[k] as u32);
