@@ -16,10 +16,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Activation-aware 4-bit quantization (AWQ) to an AutoAWQ GEMM folder (transformers, vLLM).
+    Awq(cmd::awq::Args),
     /// Convert a GGUF model into a Hugging Face folder (bf16 safetensors + tokenizer + config).
     Convert(cmd::convert::Args),
     /// Generate a continuation of a prompt.
     Generate(cmd::generate::Args),
+    /// GPTQ (or round-to-nearest) int2/3/4/8 quantization to a GPTQ folder (transformers, vLLM).
+    Gptq(cmd::gptq::Args),
     /// Show a model file's or folder's tensors, types, shapes, bits per weight and metadata.
     Inspect(cmd::inspect::Args),
 }
@@ -46,8 +50,10 @@ fn main() {
             .expect("the thread pool is configured once, before any use");
     }
     let result = match cli.command {
+        Command::Awq(a) => cmd::awq::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Gptq(a) => cmd::gptq::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
     };
     if let Err(e) = result {

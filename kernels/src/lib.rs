@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod cpu;
 pub mod ggml_matrix;
+pub mod gram;
 pub mod group_quant;
 pub mod matrix;
 pub mod ops;

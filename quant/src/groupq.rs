@@ -256,6 +256,8 @@ pub trait Real:
     fn min(self, o: Self) -> Self;
     fn max(self, o: Self) -> Self;
     fn round_ties_even(self) -> Self;
+    /// self·a + b, rounded once.
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 macro_rules! real {
@@ -294,6 +296,10 @@ macro_rules! real {
             #[inline]
             fn round_ties_even(self) -> Self {
                 <$t>::round_ties_even(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
         }
     };

@@ -1,8 +1,12 @@
 //! One module per subcommand: argument parsing, progress and reporting only; the work happens in
 //! the library crates.
 
+pub mod awq;
+pub mod calib_args;
 pub mod convert;
 pub mod generate;
+pub mod gptq;
+mod group_quant_out;
 pub mod inspect;
 
 use std::path::Path;
@@ -36,4 +40,16 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .filter(|n| *n > 0.0)
         .map(|n| (n * mult as f64) as usize)
         .ok_or_else(|| format!("{s:?} is not a size like 5G, 500M or 1234"))
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed}}, ETA {{eta}}]"
+        ))
+        .expect("the template is valid"),
+    );
+    bar
 }

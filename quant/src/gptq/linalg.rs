@@ -4,24 +4,13 @@
 
 use rayon::prelude::*;
 
+use super::vector::dots;
+
 /// Rows of the diagonal block factored serially; the rest of each panel is updated in parallel.
 const NB: usize = 64;
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    // Four independent sums: the compiler vectorizes them and the rounding stays deterministic.
-    let mut acc = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
+    dots(a, [b])[0]
 }
 
 /// In-place lower Cholesky factorization A = L·Lᵀ of the symmetric n × n row-major `a` (only
@@ -63,8 +52,17 @@ pub fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), usize> {
         let w = k1 - k0;
         rest.par_chunks_mut(n).enumerate().for_each(|(ii, row)| {
             let li = &panel[ii * w..(ii + 1) * w];
-            for jj in 0..=ii {
-                row[k1 + jj] -= dot(li, &panel[jj * w..(jj + 1) * w]);
+            let p = |jj: usize| &panel[jj * w..(jj + 1) * w];
+            let mut jj = 0;
+            while jj + 4 <= ii + 1 {
+                let d = dots(li, [p(jj), p(jj + 1), p(jj + 2), p(jj + 3)]);
+                for (k, v) in d.iter().enumerate() {
+                    row[k1 + jj + k] -= v;
+                }
+                jj += 4;
+            }
+            for jj in jj..=ii {
+                row[k1 + jj] -= dot(li, p(jj));
             }
         });
     }
@@ -72,23 +70,32 @@ pub fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), usize> {
 }
 
 /// The inverse of the lower-triangular `l` (row-major n × n, upper triangle ignored), as a
-/// lower-triangular row-major matrix. Columns are independent; each is a forward substitution.
+/// lower-triangular row-major matrix. Blocks of 8 columns run in parallel; within a block every
+/// row of L is read once for the 8 forward substitutions.
 pub fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
     const COLS: usize = 8;
-    // Column blocks of X = L⁻¹ stored transposed (block c holds columns c·COLS.. as rows) so
-    // that every substitution step is a contiguous dot product with a row of L.
+    // Each block holds its columns of X = L⁻¹ as rows (zero above the diagonal, so every
+    // substitution step can sum from the block's first column).
     let blocks: Vec<Vec<f64>> = (0..n.div_ceil(COLS))
         .into_par_iter()
         .map(|b| {
             let j0 = b * COLS;
             let cols = COLS.min(n - j0);
-            let mut x = vec![0f64; cols * n];
-            for c in 0..cols {
-                let j = j0 + c;
-                let xc = &mut x[c * n..(c + 1) * n];
-                xc[j] = 1.0 / l[j * n + j];
-                for i in j + 1..n {
-                    xc[i] = -dot(&l[i * n + j..i * n + i], &xc[j..i]) / l[i * n + i];
+            let mut x = vec![0f64; COLS * n];
+            for i in j0..n {
+                let lrow = &l[i * n + j0..i * n + i];
+                let d: [f64; COLS] = {
+                    let r = |c: usize| &x[c * n + j0..(c + 1) * n];
+                    dots(lrow, [r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7)])
+                };
+                let lii = l[i * n + i];
+                for (c, dc) in d.iter().enumerate().take(cols) {
+                    let j = j0 + c;
+                    x[c * n + i] = match i.cmp(&j) {
+                        std::cmp::Ordering::Less => 0.0,
+                        std::cmp::Ordering::Equal => 1.0 / lii,
+                        std::cmp::Ordering::Greater => -dc / lii,
+                    };
                 }
             }
             x
@@ -96,7 +103,7 @@ pub fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
         .collect();
     let mut inv = vec![0f64; n * n];
     for (b, x) in blocks.iter().enumerate() {
-        for (c, xc) in x.chunks_exact(n).enumerate() {
+        for (c, xc) in x.chunks_exact(n).enumerate().take(COLS.min(n - b * COLS)) {
             let j = b * COLS + c;
             for i in j..n {
                 inv[i * n + j] = xc[i];

@@ -15,6 +15,7 @@
 
 mod linalg;
 mod solver;
+mod vector;
 
 pub use linalg::{cholesky_lower, inverse_upper_factor, invert_lower};
 pub use solver::quantize;

@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::vector::sub_scaled;
 use super::{Factor, GptqConfig, GptqError, GptqResult};
 use crate::groupq::{dequantize_value, fit, quantize_value, GroupParams, GroupQuant, Real};
 
@@ -194,9 +195,7 @@ fn solve_tile<T: Real>(
                 let e = (x - dequantize_value::<T>(q, p)) / d;
                 *loss += 0.5 * (e * e).to_f64();
                 err[r * bs + (i - i1)] = e;
-                for (wj, uj) in row[i..i2].iter_mut().zip(urow) {
-                    *wj -= e * *uj;
-                }
+                sub_scaled(&mut row[i..i2], e, urow);
             }
         }
         // Lazy batch update of the later columns: W[:, i2:] −= Err · U[i1:i2, i2:].
@@ -204,10 +203,7 @@ fn solve_tile<T: Real>(
             for r in 0..nr {
                 let row = &mut w[r * n + i2..(r + 1) * n];
                 for k in i1..i2 {
-                    let e = err[r * bs + (k - i1)];
-                    for (wj, uj) in row.iter_mut().zip(&u[k * n + i2..(k + 1) * n]) {
-                        *wj -= e * *uj;
-                    }
+                    sub_scaled(row, err[r * bs + (k - i1)], &u[k * n + i2..(k + 1) * n]);
                 }
             }
         }

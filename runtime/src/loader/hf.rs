@@ -66,6 +66,17 @@ fn linear_format(dir: &Path, cfg: &serde_json::Value) -> Result<Box<dyn LinearFo
         .get("quant_method")
         .and_then(|m| m.as_str())
         .unwrap_or("(missing)");
+    let config = dir.join("config.json");
+    match method {
+        "gptq" => return Ok(Box::new(super::gptq::Gptq::from_config(&config, q)?)),
+        "awq" => return Ok(Box::new(super::awq::Awq::from_config(&config, q)?)),
+        "compressed-tensors" => {
+            if let Some(f) = super::pack_quantized::PackQuantized::from_config(&config, q)? {
+                return Ok(Box::new(f));
+            }
+        }
+        _ => {}
+    }
     Err(LoadError::Unsupported {
         path: dir.join("config.json"),
         field: "quantization_config.quant_method".into(),

@@ -3,6 +3,7 @@
 pub mod forward;
 pub mod kv;
 pub mod rope;
+pub mod staged;
 pub mod synthetic;
 pub mod weights;
 
