@@ -363,7 +363,7 @@ mod tests {
             .collect();
         let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.3).sin()).collect();
         let w0: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.31).sin()).collect();
-        let (g, n) = gram(&[x.clone()], cols);
+        let (g, n) = gram(std::slice::from_ref(&x), cols);
         let mut direct = 0f64;
         for t in 0..4 {
             for r in 0..rows {

@@ -106,10 +106,10 @@ impl Hessian {
         let n = self.n;
         assert!(x.len().is_multiple_of(n));
         for row in x.chunks_exact(n) {
-            for i in 0..n {
-                let xi = row[i] as f64;
-                for j in 0..=i {
-                    self.sum[i * n + j] += xi * row[j] as f64;
+            for (i, &xi) in row.iter().enumerate() {
+                let sums = &mut self.sum[i * n..i * n + i + 1];
+                for (s, &xj) in sums.iter_mut().zip(row) {
+                    *s += xi as f64 * xj as f64;
                 }
             }
         }

@@ -52,6 +52,8 @@ pub fn words_le(words: &[u32]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    // Index loops on purpose: they spell out AutoGPTQ's packing loop.
+    #[allow(clippy::needless_range_loop)]
     #[test]
     fn three_bit_stream_matches_autogptq_layout() {
         // AutoGPTQ pack, 3 bits: values 0..9 at 3j of word 0, value 10 split (bits 30-31 of
