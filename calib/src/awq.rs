@@ -17,11 +17,10 @@
 
 use quant::awq::{apply_clip, scaled_fake_quant, search_clip, search_scales, AwqConfig, Gram};
 use quant::groupq::{quantize_rtn, FitRule, GroupQuant};
-use runtime::model::synthetic::f32_matrix;
 use runtime::model::{Layer, LinearKind};
 
 use crate::pipeline::{
-    set_weight, weight_of, Acts, Block, BlockQuant, BlockQuantizer, PipelineError,
+    f32_matrix, set_weight, weight_of, Acts, Block, BlockQuant, BlockQuantizer, PipelineError,
 };
 
 /// One scale search's outcome, for reports.

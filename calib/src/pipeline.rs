@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use quant::groupq::GroupQuant;
 use runtime::export::hf_linear_weight;
-use runtime::model::synthetic::f32_matrix;
 use runtime::model::{BlockCtx, Layer, LayerKv, Linear, LinearKind, Rope, RopeStyle};
 use runtime::Model;
 
@@ -146,6 +145,11 @@ pub fn weight_of(layer: &Layer, kind: LinearKind) -> Vec<f32> {
         m.dequantize_row(r, row);
     }
     w
+}
+
+/// A dense f32 [rows × cols] matrix packed for the large batches of calibration.
+pub fn f32_matrix(w: &[f32], rows: usize, cols: usize) -> kernels::SharedMatrix {
+    std::sync::Arc::new(kernels::DenseF32Matrix::new(w, rows, cols))
 }
 
 /// Replaces the weight of `kind` in `layer` with the dense f32 `w` (rows × cols), keeping

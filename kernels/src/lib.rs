@@ -8,12 +8,14 @@
 
 pub mod attention;
 pub mod cpu;
+pub mod dense_f32;
 pub mod ggml_matrix;
 pub mod gram;
 pub mod group_quant;
 pub mod matrix;
 pub mod ops;
 
+pub use dense_f32::DenseF32Matrix;
 pub use ggml_matrix::{GgmlMatrix, MatrixError};
 pub use group_quant::GroupQuantMatrix;
 pub use matrix::{Matrix, SharedMatrix};
