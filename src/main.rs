@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Prompt-processing and generation throughput, measured as llama-bench measures them.
     Bench(cmd::bench::Args),
+    /// Activation-aware 4-bit quantization (AWQ) to an AutoAWQ GEMM folder (transformers, vLLM).
+    Awq(cmd::awq::Args),
     /// Convert a GGUF model into a Hugging Face folder (bf16 safetensors + tokenizer + config).
     Convert(cmd::convert::Args),
     /// FP8 E4M3 weights (dynamic, static or block scales) in compressed-tensors format.
@@ -30,6 +32,8 @@ enum Command {
     Gguf(cmd::gguf::Args),
     /// Collect an importance matrix (llama-imatrix's method and file formats).
     Imatrix(cmd::imatrix::Args),
+    /// GPTQ (or round-to-nearest) int2/3/4/8 quantization to a GPTQ folder (transformers, vLLM).
+    Gptq(cmd::gptq::Args),
     /// Show a model file's or folder's tensors, types, shapes, bits per weight and metadata.
     Inspect(cmd::inspect::Args),
     /// Perplexity on a text file (llama-perplexity's method).
@@ -65,12 +69,14 @@ fn main() {
     }
     let result = match cli.command {
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Awq(a) => cmd::awq::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Fp8(a) => cmd::fp8::run(a),
         Command::Int8(a) => cmd::int8::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Gguf(a) => cmd::gguf::run(a),
         Command::Imatrix(a) => cmd::imatrix::run(a),
+        Command::Gptq(a) => cmd::gptq::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Ppl(a) => cmd::ppl::run(a),
         Command::Kld(a) => cmd::kld::run(a),

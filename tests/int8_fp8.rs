@@ -112,7 +112,7 @@ fn fp8_static() {
 #[test]
 fn int8_w8a8_smoothquant() {
     let dir = tempfile::tempdir().unwrap();
-    let samples = dir.path().join("samples.json");
+    let samples = dir.path().join("samples.jsonl");
     let mut args = vec![
         "int8",
         "--smoothquant",
@@ -124,8 +124,14 @@ fn int8_w8a8_smoothquant() {
     let out = convert(&dir, "w8a8-sq", &args);
     oracle_check(&out, "w8a8_smoothed");
     close_to_base(&out, "w8a8 smoothquant", 1.025);
-    let s: Vec<Vec<u32>> =
-        serde_json::from_str(&std::fs::read_to_string(samples).unwrap()).unwrap();
+    let s: Vec<Vec<u32>> = std::fs::read_to_string(samples)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::from_value(v["input_ids"].clone()).unwrap()
+        })
+        .collect();
     assert_eq!((s.len(), s[0].len()), (4, 128));
 }
 

@@ -8,16 +8,21 @@
 
 pub mod attention;
 pub mod cpu;
+pub mod dense_f32;
 pub mod fp8_matrix;
 pub mod ggml_matrix;
+pub mod gram;
+pub mod group_quant;
 pub mod int8_matrix;
 pub mod matrix;
 pub mod ops;
 pub mod parallel;
 pub mod scaled;
 
+pub use dense_f32::DenseF32Matrix;
 pub use fp8_matrix::{Fp8Activations, Fp8Matrix, Fp8WeightScale};
 pub use ggml_matrix::{GgmlMatrix, MatrixError};
+pub use group_quant::GroupQuantMatrix;
 pub use int8_matrix::{Int8Activations, Int8Matrix};
 pub use matrix::{ClipCount, Matrix, SharedMatrix};
 pub use scaled::ScaledMatrixError;

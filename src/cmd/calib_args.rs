@@ -1,5 +1,7 @@
-//! The calibration flags every calibrating converter takes (flattened into its arguments).
+//! The calibration flags every calibrating converter shares (flatten [`CalibArgs`] into a
+//! command's arguments).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -7,19 +9,24 @@ use calib::{CalibOptions, CalibSet};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct CalibArgs {
-    /// Calibration data: JSONL of {"text": ...} or {"messages": [...]} records (default: the
-    /// calibration text installed by scripts/fetch-assets.sh).
+    /// Calibration data: JSONL, one {"text": ...} or {"messages": [...]} record per line (chat
+    /// messages are rendered with the model's template). Default: the asset set's
+    /// calib/default.jsonl (scripts/fetch-assets.sh).
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// Number of calibration samples.
-    #[arg(long, default_value_t = 128)]
+    /// Calibration samples.
+    #[arg(long, default_value_t = CalibOptions::default().nsamples)]
     pub nsamples: usize,
-    /// Tokens per calibration sample.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per sample.
+    #[arg(long, default_value_t = CalibOptions::default().seqlen)]
     pub seqlen: usize,
-    /// Seed of the shuffle that picks the samples.
-    #[arg(long, default_value_t = 42)]
+    /// Seed of the record shuffle.
+    #[arg(long, default_value_t = CalibOptions::default().seed)]
     pub seed: u64,
+    /// Also write the exact token samples used, as JSONL of {"input_ids": [...]} (to give
+    /// another tool the same calibration).
+    #[arg(long)]
+    pub save_samples: Option<PathBuf>,
 }
 
 impl CalibArgs {
@@ -37,11 +44,22 @@ impl CalibArgs {
         }
     }
 
-    /// Reads and packs the calibration samples with the model's tokenizer.
+    /// Reads, tokenizes (with the model's tokenizer) and packs the calibration set, prints its
+    /// summary line and writes the samples when asked.
     pub fn load(&self, model: &runtime::Model) -> anyhow::Result<CalibSet> {
-        let tok = super::tokenizer(model)?;
         let path = self.path();
-        calib::load(&path, tok, &self.options())
-            .with_context(|| format!("reading calibration data {}", path.display()))
+        let set = calib::load(&path, super::tokenizer(model)?, &self.options())?;
+        eprintln!("{}", set.summary());
+        if let Some(p) = &self.save_samples {
+            let write = || -> std::io::Result<()> {
+                let mut f = std::io::BufWriter::new(std::fs::File::create(p)?);
+                for s in &set.samples {
+                    writeln!(f, "{}", serde_json::json!({ "input_ids": s }))?;
+                }
+                f.flush()
+            };
+            write().with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(set)
     }
 }

@@ -24,18 +24,9 @@ fn bar(n: usize, what: &str) -> ProgressBar {
 }
 
 /// Runs the calibration samples through the full-precision model and returns the statistics of
-/// every linear input; writes the samples as JSON to `save_samples` when asked.
-pub fn calibrate(
-    model: &runtime::Model,
-    args: &CalibArgs,
-    save_samples: Option<&Path>,
-) -> anyhow::Result<ActivationStats> {
+/// every linear input.
+pub fn calibrate(model: &runtime::Model, args: &CalibArgs) -> anyhow::Result<ActivationStats> {
     let set = args.load(model)?;
-    eprintln!("{}", set.summary());
-    if let Some(p) = save_samples {
-        let json = serde_json::to_string(&set.samples).expect("token ids serialize");
-        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
-    }
     let b = bar(set.samples.len(), "calibrating");
     let stats = calib::stats::collect(model, &set.samples, |n| b.set_position(n as u64));
     b.finish_and_clear();
@@ -47,7 +38,6 @@ pub struct Job<'a> {
     pub out: &'a Path,
     pub opts: CompressedOptions,
     pub calib: &'a CalibArgs,
-    pub save_samples: Option<&'a Path>,
     pub title: String,
     pub method: String,
     pub settings: Vec<(String, String)>,
@@ -58,7 +48,7 @@ pub fn run(job: Job) -> anyhow::Result<PathBuf> {
     let t0 = Instant::now();
     let model = super::load_model(job.model_path)?;
     let stats = if needs_stats(&job.opts) {
-        Some(calibrate(&model, job.calib, job.save_samples)?)
+        Some(calibrate(&model, job.calib)?)
     } else {
         None
     };

@@ -30,10 +30,6 @@ pub struct Args {
     weights_only: bool,
     #[command(flatten)]
     calib: CalibArgs,
-    /// Also write the tokenized calibration samples (JSON lists of token ids), to give another
-    /// tool the very same samples.
-    #[arg(long)]
-    save_samples: Option<PathBuf>,
     /// Largest safetensors shard, in bytes with an optional K/M/G suffix.
     #[arg(long, default_value = "5G", value_parser = super::parse_size)]
     max_shard_size: usize,
@@ -70,7 +66,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             max_shard_bytes: a.max_shard_size,
         },
         calib: &a.calib,
-        save_samples: a.save_samples.as_deref(),
         title: format!("{} {name}", super::model_name(&a.model)),
         method: format!("{method} Smoothing: {smoothing}."),
         settings: vec![

@@ -1,6 +1,7 @@
 //! One module per subcommand: argument parsing, progress and reporting only; the work happens in
 //! the library crates.
 
+pub mod awq;
 pub mod bench;
 pub mod calib_args;
 pub mod compressed;
@@ -10,6 +11,8 @@ pub mod fp8;
 pub mod gate;
 pub mod generate;
 pub mod gguf;
+pub mod gptq;
+mod group_quant_out;
 pub mod hub;
 pub mod imatrix;
 pub mod inspect;
@@ -57,4 +60,16 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .filter(|n| *n > 0.0)
         .map(|n| (n * mult as f64) as usize)
         .ok_or_else(|| format!("{s:?} is not a size like 5G, 500M or 1234"))
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed}}, ETA {{eta}}]"
+        ))
+        .expect("the template is valid"),
+    );
+    bar
 }

@@ -1,8 +1,8 @@
 //! Shared helpers of the end-to-end tests: where the real assets are, the built CLI, Python.
 #![allow(dead_code)]
 
-pub mod hf_models;
 pub mod ct;
+pub mod hf_models;
 pub mod reference;
 
 use std::path::PathBuf;

@@ -317,8 +317,8 @@ fn corrupt_or_unsupported_folders_fail_to_load_naming_file_and_field() {
         ),
         (
             Scheme::W8A16,
-            "4-bit packs",
-            Box::new(|q| q["config_groups"]["group_0"]["weights"]["num_bits"] = 4.into()),
+            "16-bit packs",
+            Box::new(|q| q["config_groups"]["group_0"]["weights"]["num_bits"] = 16.into()),
             "weights.num_bits",
         ),
         (

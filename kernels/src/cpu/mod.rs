@@ -2,8 +2,8 @@
 
 pub mod dot;
 pub mod features;
-pub mod interleave;
 pub mod int8;
+pub mod interleave;
 pub mod q8;
 pub mod vec_dot;
 pub mod vecmath;

@@ -66,15 +66,42 @@ fn linear_format(dir: &Path, cfg: &serde_json::Value) -> Result<Box<dyn LinearFo
         .get("quant_method")
         .and_then(|m| m.as_str())
         .unwrap_or("(missing)");
-    if method == "compressed-tensors" {
-        let c =
-            super::compressed_tensors::CompressedTensors::from_config(&dir.join("config.json"), q)?;
-        return Ok(Box::new(c));
+    let config = dir.join("config.json");
+    match method {
+        "gptq" => return Ok(Box::new(super::gptq::Gptq::from_config(&config, q)?)),
+        "awq" => return Ok(Box::new(super::awq::Awq::from_config(&config, q)?)),
+        // Pack-quantized weights below 8 bits are the group-quantized int layout (GPTQ-like);
+        // everything else compressed-tensors writes (int8, FP8, 8-bit packs) goes to its loader.
+        "compressed-tensors" if packs_below_8_bits(q) => {
+            if let Some(f) = super::pack_quantized::PackQuantized::from_config(&config, q)? {
+                return Ok(Box::new(f));
+            }
+        }
+        "compressed-tensors" => {
+            let c = super::compressed_tensors::CompressedTensors::from_config(&config, q)?;
+            return Ok(Box::new(c));
+        }
+        _ => {}
     }
     Err(LoadError::Unsupported {
         path: dir.join("config.json"),
         field: "quantization_config.quant_method".into(),
         msg: format!("{method:?} is not supported"),
+    })
+}
+
+/// Whether a compressed-tensors quantization_config holds pack-quantized weights of fewer than 8
+/// bits.
+fn packs_below_8_bits(q: &serde_json::Value) -> bool {
+    let format =
+        |v: &serde_json::Value| v.get("format").and_then(|f| f.as_str()).map(str::to_owned);
+    let Some(groups) = q.get("config_groups").and_then(|g| g.as_object()) else {
+        return false;
+    };
+    groups.values().any(|g| {
+        let bits = g["weights"].get("num_bits").and_then(|b| b.as_u64());
+        format(g).or_else(|| format(q)).as_deref() == Some("pack-quantized")
+            && bits.is_some_and(|b| b < 8)
     })
 }
 

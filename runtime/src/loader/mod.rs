@@ -1,9 +1,13 @@
 //! Opens a model: a GGUF file or a Hugging Face folder (single or sharded safetensors, dense or
 //! one of the quantized formats this project writes).
 
+pub mod awq;
 pub mod compressed_tensors;
 pub mod gguf;
+pub mod gptq;
+mod group_quant;
 pub mod hf;
+pub mod pack_quantized;
 pub mod safetensors_dir;
 
 use std::path::{Path, PathBuf};

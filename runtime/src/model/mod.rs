@@ -4,6 +4,7 @@ pub mod clipping;
 pub mod forward;
 pub mod kv;
 pub mod rope;
+pub mod staged;
 pub mod synthetic;
 pub mod weights;
 

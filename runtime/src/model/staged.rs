@@ -1,0 +1,97 @@
+//! One block's forward pass cut at every linear-input site, for the calibration pipeline: a
+//! converter quantizes the linears of one site from the inputs the previous stage produced,
+//! puts them back, and continues, so that each stage sees its quantized predecessors (GPTQ's
+//! true-sequential order) at the cost of a single pass. Chained, the stages compute exactly
+//! [`Layer::forward`] (tested bit for bit).
+
+use kernels::attention::{causal_attention, AttnShape};
+use kernels::ops::{add_assign, rms_norm, swiglu};
+
+use super::forward::BlockCtx;
+use super::kv::LayerKv;
+use super::weights::Layer;
+
+impl Layer {
+    /// The attention norm of the block input `x`: what q, k and v read.
+    pub fn attn_input(&self, ctx: &BlockCtx, x: &[f32]) -> Vec<f32> {
+        let mut h = vec![0f32; x.len()];
+        rms_norm(x, &self.attn_norm, ctx.config.rms_norm_eps as f32, &mut h);
+        h
+    }
+
+    /// q, k, v of the normed input `h` (n_tok tokens after those in `kv`), RoPE and causal
+    /// attention: what o reads.
+    pub fn attention(&self, ctx: &BlockCtx, h: &[f32], n_tok: usize, kv: &mut LayerKv) -> Vec<f32> {
+        let cfg = ctx.config;
+        let mut q = self.q.forward(h, n_tok);
+        let mut k = self.k.forward(h, n_tok);
+        let v = self.v.forward(h, n_tok);
+        let pos0 = kv.len;
+        ctx.rope.apply_batch(&mut q, &mut k, n_tok, pos0);
+        kv.append(&k, &v);
+        let shape = AttnShape {
+            n_head: cfg.num_attention_heads,
+            n_kv_head: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+        };
+        let mut out = vec![0f32; q.len()];
+        causal_attention(shape, &q, n_tok, pos0, &kv.k, &kv.v, &mut out);
+        out
+    }
+
+    /// x += o(attn).
+    pub fn attn_residual(&self, x: &mut [f32], attn: &[f32], n_tok: usize) {
+        add_assign(x, &self.o.forward(attn, n_tok));
+    }
+
+    /// The MLP norm of `x` (after the attention residual): what gate and up read.
+    pub fn mlp_input(&self, ctx: &BlockCtx, x: &[f32]) -> Vec<f32> {
+        let mut h = vec![0f32; x.len()];
+        rms_norm(x, &self.ffn_norm, ctx.config.rms_norm_eps as f32, &mut h);
+        h
+    }
+
+    /// silu(gate(h)) · up(h): what down reads.
+    pub fn mlp_act(&self, h: &[f32], n_tok: usize) -> Vec<f32> {
+        let mut g = self.gate.forward(h, n_tok);
+        let u = self.up.forward(h, n_tok);
+        swiglu(&mut g, &u);
+        g
+    }
+
+    /// x += down(act).
+    pub fn mlp_residual(&self, x: &mut [f32], act: &[f32], n_tok: usize) {
+        add_assign(x, &self.down.forward(act, n_tok));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::synthetic::SyntheticSpec;
+    use crate::model::LayerKv;
+
+    #[test]
+    fn chained_stages_equal_the_block_forward() {
+        let spec = SyntheticSpec {
+            qkv_bias: true,
+            ..SyntheticSpec::default()
+        };
+        let model = spec.build(5);
+        let ctx = model.block_ctx();
+        let width = spec.kv_heads * (spec.hidden / spec.heads);
+        let x0 = model.embed_tokens(&[3, 1, 4, 1, 5, 9, 2]);
+        for (i, layer) in model.layers.iter().enumerate() {
+            let n = 7;
+            let mut want = x0.clone();
+            layer.forward(&ctx, i, &mut want, n, &mut LayerKv::new(width), None);
+            let mut x = x0.clone();
+            let h = layer.attn_input(&ctx, &x);
+            let a = layer.attention(&ctx, &h, n, &mut LayerKv::new(width));
+            layer.attn_residual(&mut x, &a, n);
+            let h2 = layer.mlp_input(&ctx, &x);
+            let act = layer.mlp_act(&h2, n);
+            layer.mlp_residual(&mut x, &act, n);
+            assert_eq!(x, want, "block {i}");
+        }
+    }
+}
