@@ -163,7 +163,10 @@ fn gptq_folder_loads_back_with_sane_perplexity() {
     let p = ppl(&runtime::load(&out).unwrap());
     let b = base_ppl();
     eprintln!("GPTQ 4-bit g64 (4 x 128 calibration tokens): PPL {p:.3}, base {b:.3}");
-    assert!(p.is_finite() && p < 1.5 * b, "PPL {p} vs base {b}");
+    // 4-bit g64 costs this 135M model a lot (RTN: 18.6 vs 12.3 on 8 wiki chunks, and
+    // llm-compressor's GPTQ on the same samples 20.7 vs ours 20.5); a broken folder is in the
+    // thousands.
+    assert!(p.is_finite() && p < 2.0 * b, "PPL {p} vs base {b}");
 }
 
 #[test]
@@ -220,7 +223,9 @@ fn rtn_from_the_gguf_writes_the_hugging_face_layout() {
     let p = ppl(&runtime::load(&out).unwrap());
     let b = base_ppl();
     eprintln!("RTN 3-bit g64 from the GGUF: PPL {p:.3}, base {b:.3}");
-    assert!(p.is_finite() && p < 4.0 * b, "PPL {p} vs base {b}");
+    // 3-bit round to nearest of a model this small is poor (about 6x the base here), and a
+    // wrong row order would be near the vocabulary size.
+    assert!(p.is_finite() && p < 10.0 * b, "PPL {p} vs base {b}");
 }
 
 fn run_fails(args: &[&str], needles: &[&str]) {

@@ -1,15 +1,15 @@
 //! `quantize convert` output loads in Hugging Face transformers, and transformers' logits on it
 //! agree with the runtime's on the same folder. Needs torch + transformers (~5 GB), so it is not
-//! part of CI: run with `QUANTIZE_TORCH_PYTHON=/path/to/python cargo test --release --test
+//! part of CI: run with `QUANTIZE_PEER_PYTHON=/path/to/python cargo test --release --test
 //! transformers_parity -- --ignored --nocapture`.
 
 mod common;
 
 #[test]
-#[ignore = "needs torch and transformers: set QUANTIZE_TORCH_PYTHON and run with --ignored"]
+#[ignore = "needs torch and transformers: set QUANTIZE_PEER_PYTHON and run with --ignored"]
 fn converted_folder_matches_transformers() {
-    let py = std::env::var("QUANTIZE_TORCH_PYTHON")
-        .expect("QUANTIZE_TORCH_PYTHON names a python with torch");
+    let py = std::env::var("QUANTIZE_PEER_PYTHON")
+        .expect("QUANTIZE_PEER_PYTHON names a python with torch");
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("smollm2-bf16");
     let conv = common::quantize(&[

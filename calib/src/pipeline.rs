@@ -294,7 +294,10 @@ mod tests {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
                 let scale = x.iter().map(|v| v.abs()).fold(0f32, f32::max);
-                assert!(err <= 1e-5 * scale, "sample {s}, block {i}: {err} of {scale}");
+                assert!(
+                    err <= 1e-5 * scale,
+                    "sample {s}, block {i}: {err} of {scale}"
+                );
             }
         }
     }

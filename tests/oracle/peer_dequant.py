@@ -25,7 +25,9 @@ def main():
 
     method = json.load(open(os.path.join(folder, "config.json")))["quantization_config"]["quant_method"]
     backend = BACKEND.TORCH if method == "gptq" else BACKEND.TORCH_AWQ
-    model = GPTQModel.load(folder, device="cpu", backend=backend)
+    # float16, the dtype the folders store scales in: in bfloat16 the peer would round the
+    # scales before multiplying, which no runtime does.
+    model = GPTQModel.load(folder, device="cpu", backend=backend, dtype=torch.float16)
     manifest = {}
     for name, m in model.model.named_modules():
         if not hasattr(m, "qweight"):
@@ -34,9 +36,7 @@ def main():
             w = m.dequantize_weight()
         else:
             w = dequantize_gemm(m.qweight, m.qzeros, m.scales, m.bits, m.group_size)
-        w = w.detach()
-        if w.shape[0] != m.out_features:  # both peers return [in, out]
-            w = w.t()
+        w = w.detach().t()  # both peers return [in, out] (square matrices too)
         manifest[name] = {"rows": w.shape[0], "cols": w.shape[1], "dtype": str(w.dtype).replace("torch.", "")}
         w.to(torch.float32).contiguous().numpy().astype("<f4").tofile(os.path.join(out_dir, name + ".bin"))
     json.dump(manifest, open(os.path.join(out_dir, "manifest.json"), "w"))
