@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use runtime::model::{LinearKind, Observer};
 use runtime::Model;
 
+use crate::pipeline::{Acts, Block, BlockQuant, BlockQuantizer, PipelineError};
+
 /// Where a linear's input comes from; linears reading the same activations share one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum InputSite {
@@ -154,6 +156,54 @@ pub fn collect(
     stats
 }
 
+/// The same statistics as [`collect`], gathered block by block over all samples through the
+/// calibration pipeline (dense f32 weights, one block's in memory at a time, large batched
+/// products): what the converters use. Equal to [`collect`] up to float rounding on
+/// full-precision models; `progress` is called after each block.
+pub fn collect_blockwise(
+    model: &Model,
+    samples: &[Vec<u32>],
+    progress: impl FnMut(usize),
+) -> Result<ActivationStats, PipelineError> {
+    let mut c = Collector {
+        stats: ActivationStats::default(),
+        progress,
+    };
+    crate::pipeline::run(model, samples, &mut c, |_, _, _| Ok(()))?;
+    Ok(c.stats)
+}
+
+struct Collector<F> {
+    stats: ActivationStats,
+    progress: F,
+}
+
+impl<F> Collector<F> {
+    fn see(&mut self, layer: usize, kind: LinearKind, acts: &Acts, lens: &[usize]) {
+        for (x, &n) in acts.iter().zip(lens) {
+            self.stats.linear_input(layer, kind, x, n);
+        }
+    }
+}
+
+impl<F: FnMut(usize)> BlockQuantizer for Collector<F> {
+    fn quantize_block(&mut self, b: &mut Block) -> Result<BlockQuant, PipelineError> {
+        let (layer, lens) = (b.layer.clone(), b.sample_lens());
+        let h = b.attn_inputs(&layer);
+        self.see(b.index, LinearKind::Q, &h, &lens);
+        let a = b.attention(&layer, &h);
+        self.see(b.index, LinearKind::O, &a, &lens);
+        b.attn_residual(&a);
+        let h = b.mlp_inputs(&layer);
+        self.see(b.index, LinearKind::Gate, &h, &lens);
+        let act = b.mlp_acts(&layer, &h);
+        self.see(b.index, LinearKind::Down, &act, &lens);
+        b.mlp_residual(&act);
+        (self.progress)(b.index + 1);
+        Ok(BlockQuant::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +223,32 @@ mod tests {
         assert_eq!(s.amax(), Some(6.0));
         s.add(&[f32::NAN, 0.0, 0.0], 1);
         assert_eq!(s.amax(), None);
+    }
+
+    #[test]
+    fn blockwise_collection_equals_the_forward_pass() {
+        let spec = SyntheticSpec {
+            qkv_bias: true,
+            ..SyntheticSpec::default()
+        };
+        let model = spec.build(11);
+        let samples = vec![vec![1u32, 2, 3, 4, 5], vec![6u32, 7, 8]];
+        let want = collect(&model, &samples, |_| {});
+        let mut blocks = 0;
+        let got = collect_blockwise(&model, &samples, |n| blocks = n).unwrap();
+        assert_eq!(blocks, spec.layers);
+        assert_eq!(got.sites().count(), want.sites().count());
+        for ((site, g), (site2, w)) in got.sites().zip(want.sites()) {
+            assert_eq!(site, site2);
+            assert_eq!((g.tokens, g.cols()), (w.tokens, w.cols()));
+            let close = |a: &[f64], b: &[f64]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-4 * y.abs().max(1e-3))
+            };
+            assert!(close(&g.sum_sq, &w.sum_sq), "{site:?} sum_sq");
+            assert!(close(&g.sum_abs, &w.sum_abs), "{site:?} sum_abs");
+        }
     }
 
     #[test]

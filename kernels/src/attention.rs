@@ -190,6 +190,40 @@ fn run<const R: usize, const KB: usize, const JS: usize>(t: &Task) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::KEY_BLOCK;
+    use std::arch::x86_64::*;
+
+    // One zmm register holds a block's sixteen scores.
+    const _: () = assert!(KEY_BLOCK == 16);
+
+    /// Scores of R query rows against NB transposed key blocks: acc[r][b][i] = Σ_d q[r][d] ·
+    /// kt[b][d·16 + i].
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn score_tile_avx512<const R: usize, const NB: usize>(
+        q: &[&[f32]; R],
+        kt: &[&[f32]; NB],
+        hd: usize,
+    ) -> [[[f32; KEY_BLOCK]; NB]; R] {
+        let mut acc = [[_mm512_setzero_ps(); NB]; R];
+        for d in 0..hd {
+            let k: [__m512; NB] =
+                std::array::from_fn(|b| _mm512_loadu_ps(kt[b].as_ptr().add(d * KEY_BLOCK)));
+            for (acc, q) in acc.iter_mut().zip(q) {
+                let qd = _mm512_set1_ps(*q.get_unchecked(d));
+                for (a, k) in acc.iter_mut().zip(&k) {
+                    *a = _mm512_fmadd_ps(qd, *k, *a);
+                }
+            }
+        }
+        let mut out = [[[0f32; KEY_BLOCK]; NB]; R];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (o, a) in o.iter_mut().zip(a) {
+                _mm512_storeu_ps(o.as_mut_ptr(), *a);
+            }
+        }
+        out
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn task_avx512<const R: usize, const KB: usize, const JS: usize>(t: &super::Task) {
         super::task::<R, KB, JS>(t)
@@ -267,6 +301,19 @@ fn score_tile<const R: usize, const NB: usize>(
         &t.kt[(kb0 + b) * block_len + t.kv * hd * KEY_BLOCK..][..hd * KEY_BLOCK]
     });
     let q: [&[f32]; R] = std::array::from_fn(|r| &qs[(r0 + r) * hd..][..hd]);
+    #[cfg(target_arch = "x86_64")]
+    if features().avx512f {
+        // LLVM keeps the generic tile's R·NB·16 accumulators on the stack as scalars; one
+        // zmm register per 16-key block and row holds them here.
+        // SAFETY: the CPU has AVX-512F (checked above); every slice is hd·16 or hd long.
+        let acc = unsafe { x86::score_tile_avx512::<R, NB>(&q, &kt, hd) };
+        for (r, acc) in acc.iter().enumerate() {
+            for (b, acc) in acc.iter().enumerate() {
+                p[(r0 + r) * stride + (kb0 + b) * KEY_BLOCK..][..KEY_BLOCK].copy_from_slice(acc);
+            }
+        }
+        return;
+    }
     let mut acc = [[[0f32; KEY_BLOCK]; NB]; R];
     for d in 0..hd {
         for (acc, q) in acc.iter_mut().zip(q) {

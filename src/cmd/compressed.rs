@@ -27,8 +27,8 @@ fn bar(n: usize, what: &str) -> ProgressBar {
 /// every linear input.
 pub fn calibrate(model: &runtime::Model, args: &CalibArgs) -> anyhow::Result<ActivationStats> {
     let set = args.load(model)?;
-    let b = bar(set.samples.len(), "calibrating");
-    let stats = calib::stats::collect(model, &set.samples, |n| b.set_position(n as u64));
+    let b = bar(model.layers.len(), "calibrating");
+    let stats = calib::stats::collect_blockwise(model, &set.samples, |n| b.set_position(n as u64))?;
     b.finish_and_clear();
     Ok(stats)
 }
