@@ -10,6 +10,7 @@
 //! Plain loops over fixed-size arrays, compiled for AVX-512 and AVX2 as well as the baseline
 //! (as `cpu::vecmath`), so one source serves every CPU.
 
+#[cfg(target_arch = "x86_64")]
 use crate::cpu::features::features;
 use crate::cpu::vecmath::exp_shift_sum;
 

@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use crate::cpu::features::features;
 
 const TR: usize = 8;

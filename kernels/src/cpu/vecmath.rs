@@ -2,6 +2,7 @@
 //! plain loops over branch-free arithmetic and compiled for the portable baseline, AVX2+FMA and
 //! AVX-512, where the compiler vectorizes them 8 or 16 lanes wide; one source, no twins.
 
+#[cfg(target_arch = "x86_64")]
 use super::features::features;
 
 /// exp(x) to within about 2 ulp (Cephes' single-precision method: x = n·ln2 + r, a degree-6

@@ -32,6 +32,8 @@ pub const GROUP_NT: usize = 8;
 pub(crate) type TileFn = unsafe fn(w: &[u8], x: &[u8], x_stride: usize, nt: usize) -> [f32; MAX_NT];
 
 /// `nt` activation rows `stride` bytes apart, the first at the start of `x`.
+// Only the x86 interleaved kernels read these.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy)]
 pub(crate) struct ActRows<'a> {
     pub x: &'a [u8],
@@ -40,6 +42,8 @@ pub(crate) struct ActRows<'a> {
 }
 
 /// Where a group kernel writes: row r < `rows` (≤ 16) of token t to `y[t * stride + r]`.
+// Only the x86 interleaved kernels read these.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy)]
 pub(crate) struct GroupOut {
     pub y: *mut f32,
