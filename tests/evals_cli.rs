@@ -525,6 +525,9 @@ fn gate_passes_a_faithful_candidate_and_fails_on_a_strict_policy() {
     assert_eq!(report["pass"], true);
     let cands = report["candidates"].as_array().unwrap();
     assert_eq!(cands.len(), 2);
+    // A GGUF is named by its llama.cpp file type, a folder by its weights' format.
+    assert_eq!(cands[0]["candidate"]["format"], "Q4_1");
+    assert_eq!(cands[1]["candidate"]["format"], "BF16");
     assert_eq!(cands[1]["override_key"], "BF16");
     assert_eq!(cands[1]["thresholds"]["max_mean_kld"], 0.01);
     let metrics: Vec<&str> = cands[0]["checks"]

@@ -172,9 +172,17 @@ impl Policy {
     }
 }
 
-/// The weight format holding most of a model's linear parameters (`Matrix::format`, e.g. "Q4_1",
-/// "BF16", "int4 g128 asym").
-pub fn weight_format(model: &Model) -> String {
+/// A model's format for reports and per-format thresholds: a GGUF file's llama.cpp file type
+/// (general.file_type, e.g. "Q4_K_M", whose tensors mix several types), else the weight format
+/// holding most of the linear parameters (`Matrix::format`, e.g. "BF16", "int4 g128 asym").
+pub fn weight_format(model: &Model, path: &Path) -> String {
+    let file_type = quant::gguf::GgufFile::open(path).ok().and_then(|g| {
+        let id = g.get("general.file_type")?.as_i64()?;
+        quant::ggml::mix::LlamaFtype::from_id(u32::try_from(id).ok()?)
+    });
+    if let Some(t) = file_type {
+        return t.name().to_string();
+    }
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     for l in &model.layers {
         for k in runtime::model::LinearKind::ALL {

@@ -110,7 +110,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let measured = Measured {
             path: a.base.clone(),
             source: model.source.clone(),
-            format: weight_format(&model),
+            format: weight_format(&model, &a.base),
             size: Size::of(&model, &a.base),
             ppl: ppl.ppl,
             kld: None,
@@ -135,7 +135,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let measured = Measured {
             path: path.clone(),
             source: model.source.clone(),
-            format: a.format.clone().unwrap_or_else(|| weight_format(&model)),
+            format: a
+                .format
+                .clone()
+                .unwrap_or_else(|| weight_format(&model, path)),
             size: Size::of(&model, path),
             ppl: kld.ppl,
             kld: Some(kld),
