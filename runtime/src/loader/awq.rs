@@ -6,7 +6,7 @@ use kernels::SharedMatrix;
 use quant::hf::awq::unpack;
 
 use super::group_quant::{floats, group_size, matrix, words};
-use super::hf::{dense_matrix, LinearFormat};
+use super::hf::LinearFormat;
 use super::safetensors_dir::SafetensorsDir;
 use super::LoadError;
 
@@ -57,10 +57,10 @@ impl LinearFormat for Awq {
         rows: usize,
         cols: usize,
     ) -> Result<SharedMatrix, LoadError> {
-        let qweight = format!("{prefix}.qweight");
-        if !st.contains(&qweight) && st.contains(&format!("{prefix}.weight")) {
-            return dense_matrix(st, &format!("{prefix}.weight"), rows, cols);
+        if let Some(m) = super::group_quant::left_dense(st, prefix, "qweight", rows, cols) {
+            return m;
         }
+        let qweight = format!("{prefix}.qweight");
         let g = self.group_size.unwrap_or(cols);
         if g == 0 || !cols.is_multiple_of(g) || !rows.is_multiple_of(8) {
             return Err(super::group_quant::bad_linear(

@@ -8,7 +8,7 @@ use kernels::SharedMatrix;
 use quant::hf::gptq::{unpack, CheckpointFormat};
 
 use super::group_quant::{floats, group_size, ints, matrix, words};
-use super::hf::{dense_matrix, LinearFormat};
+use super::hf::LinearFormat;
 use super::safetensors_dir::SafetensorsDir;
 use super::LoadError;
 
@@ -60,11 +60,10 @@ impl LinearFormat for Gptq {
         rows: usize,
         cols: usize,
     ) -> Result<SharedMatrix, LoadError> {
-        let qweight = format!("{prefix}.qweight");
-        if !st.contains(&qweight) && st.contains(&format!("{prefix}.weight")) {
-            // A module the quantizer left in full precision.
-            return dense_matrix(st, &format!("{prefix}.weight"), rows, cols);
+        if let Some(m) = super::group_quant::left_dense(st, prefix, "qweight", rows, cols) {
+            return m;
         }
+        let qweight = format!("{prefix}.qweight");
         let (b, g) = (self.bits as usize, self.group_size.unwrap_or(cols));
         let ng = cols.div_ceil(g);
         let qw = words(st, &qweight, &[cols * b / 32, rows])?;

@@ -51,6 +51,20 @@ pub fn floats(st: &SafetensorsDir, name: &str, shape: &[usize]) -> Result<Vec<f3
 }
 
 /// The error for a linear whose tensors are individually fine but do not fit together.
+/// A module the quantizer left in full precision: `prefix.weight` stored instead of
+/// `prefix.{packed}`; loaded as a dense matrix.
+pub fn left_dense(
+    st: &SafetensorsDir,
+    prefix: &str,
+    packed: &str,
+    rows: usize,
+    cols: usize,
+) -> Option<Result<SharedMatrix, LoadError>> {
+    let weight = format!("{prefix}.weight");
+    (!st.contains(&format!("{prefix}.{packed}")) && st.contains(&weight))
+        .then(|| super::hf::dense_matrix(st, &weight, rows, cols))
+}
+
 pub fn bad_linear(st: &SafetensorsDir, prefix: &str, msg: impl Into<String>) -> LoadError {
     LoadError::Tensor {
         path: st.dir.clone(),

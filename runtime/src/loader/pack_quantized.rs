@@ -10,7 +10,7 @@ use quant::hf::pack_quantized::{unpack, words as packed_words, Packed, PackedArg
 use safetensors::Dtype;
 
 use super::group_quant::{bad_linear, floats, ints, matrix, words};
-use super::hf::{dense_matrix, LinearFormat};
+use super::hf::LinearFormat;
 use super::safetensors_dir::SafetensorsDir;
 use super::LoadError;
 
@@ -189,10 +189,8 @@ impl LinearFormat for PackQuantized {
         rows: usize,
         cols: usize,
     ) -> Result<SharedMatrix, LoadError> {
-        if !st.contains(&format!("{prefix}.weight_packed"))
-            && st.contains(&format!("{prefix}.weight"))
-        {
-            return dense_matrix(st, &format!("{prefix}.weight"), rows, cols);
+        if let Some(m) = super::group_quant::left_dense(st, prefix, "weight_packed", rows, cols) {
+            return m;
         }
         load_linear(st, prefix, rows, cols, self.args)
     }
