@@ -15,12 +15,13 @@
 //! Gram matrix of the linear's inputs, over every calibration token. The module losses (steps 1
 //! and 4) run the module on `search_samples` evenly spaced samples (all by default).
 
+use kernels::Matrix;
 use quant::awq::{apply_clip, scaled_fake_quant, search_clip, search_scales, AwqConfig, Gram};
 use quant::groupq::{quantize_rtn, FitRule, GroupQuant};
 use runtime::model::{Layer, LinearKind};
 
 use crate::pipeline::{
-    f32_matrix, set_weight, weight_of, Acts, Block, BlockQuant, BlockQuantizer, PipelineError,
+    set_weight, weight_of, Acts, Block, BlockQuant, BlockQuantizer, PipelineError,
 };
 
 /// One scale search's outcome, for reports.
@@ -65,6 +66,7 @@ fn gram(acts: &[Vec<f32>], width: usize) -> (Vec<f32>, usize) {
         kernels::gram::add_gram(a, t, width, &mut g);
         n += t;
     }
+    kernels::gram::mirror_lower(&mut g, width);
     (g, n)
 }
 
@@ -86,7 +88,8 @@ fn mse(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
 fn gram_loss(g: &[f32], tokens: usize, cols: usize, w: &[f32], w0: &[f32]) -> f64 {
     let delta: Vec<f32> = w.iter().zip(w0).map(|(a, b)| a - b).collect();
     let rows = delta.len() / cols;
-    let gm = f32_matrix(g, cols, cols);
+    // In f32: the grid points' losses differ by less than bf16 would resolve.
+    let gm = kernels::DenseF32Matrix::new(g, cols, cols);
     let mut y = vec![0f32; delta.len()];
     gm.matmul(&delta, rows, &mut y);
     let s: f64 = y
@@ -363,6 +366,11 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.3).sin()).collect();
         let w0: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.31).sin()).collect();
         let (g, n) = gram(std::slice::from_ref(&x), cols);
+        // The Gram matrix sums the bf16-rounded activations.
+        let x: Vec<f32> = x
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_f32())
+            .collect();
         let mut direct = 0f64;
         for t in 0..4 {
             for r in 0..rows {

@@ -321,7 +321,13 @@ pub(crate) fn smooth_block(
             ));
         }
         for k in kinds {
-            smoothquant::scale_columns(weights.get_mut(k).expect("every kind"), &factor);
+            let w = weights.get_mut(k).expect("every kind");
+            smoothquant::scale_columns(w, &factor);
+            // Held in the model's dtype, as llm-compressor holds its smoothed weights, so the
+            // quantizer's quotient rounds as it does there.
+            for v in w.iter_mut() {
+                *v = dtype.round(*v);
+            }
         }
         let stored = Arc::new(stored);
         if norm == "input_layernorm" {

@@ -147,9 +147,10 @@ pub fn weight_of(layer: &Layer, kind: LinearKind) -> Vec<f32> {
     w
 }
 
-/// A dense f32 [rows × cols] matrix packed for the large batches of calibration.
-pub fn f32_matrix(w: &[f32], rows: usize, cols: usize) -> kernels::SharedMatrix {
-    std::sync::Arc::new(kernels::DenseF32Matrix::new(w, rows, cols))
+/// The [rows × cols] weight `w` for the large batches of calibration: multiplied in bf16 with
+/// f32 sums (AMX tiles where the CPU has them), returned unrounded by `dequantize_row`.
+pub fn calib_matrix(w: &[f32], rows: usize, cols: usize) -> kernels::SharedMatrix {
+    std::sync::Arc::new(kernels::DenseBf16Matrix::new(w, rows, cols))
 }
 
 /// Replaces the weight of `kind` in `layer` with the dense f32 `w` (rows × cols), keeping
@@ -157,7 +158,7 @@ pub fn f32_matrix(w: &[f32], rows: usize, cols: usize) -> kernels::SharedMatrix 
 pub fn set_weight(layer: &mut Layer, kind: LinearKind, w: &[f32]) {
     let lin = layer.linear_mut(kind);
     let (rows, cols) = (lin.w.rows(), lin.w.cols());
-    lin.w = f32_matrix(w, rows, cols);
+    lin.w = calib_matrix(w, rows, cols);
 }
 
 /// Runs `quantizer` over every block of `model` on the tokenized `samples`, handing each
@@ -192,7 +193,7 @@ pub fn run(
             let src = orig.linear(kind);
             let w = hf_linear_weight(model, orig, kind);
             *layer.linear_mut(kind) = Linear {
-                w: f32_matrix(&w, src.w.rows(), src.w.cols()),
+                w: calib_matrix(&w, src.w.rows(), src.w.cols()),
                 bias: src.bias.clone(),
             };
         }
@@ -233,16 +234,17 @@ pub fn run_uncalibrated(
     Ok(())
 }
 
-/// Sums the Gram matrices XᵀX of every sample's activations (width × width, f32 per sample,
-/// f64 across samples) into `h`.
+/// Adds the Gram matrix XᵀX of every sample's activations (width × width; f32 sums, as GPTQ
+/// accumulates its Hessians on a GPU) to `h`.
 pub fn accumulate_gram(acts: &[Vec<f32>], width: usize, h: &mut quant::gptq::Hessian) {
     let mut g = vec![0f32; width * width];
+    let mut tokens = 0;
     for a in acts {
-        g.fill(0.0);
         let n = a.len() / width;
         kernels::gram::add_gram(a, n, width, &mut g);
-        h.add_gram(&g, n);
+        tokens += n;
     }
+    h.add_gram(&g, tokens);
 }
 
 #[cfg(test)]
@@ -286,8 +288,9 @@ mod tests {
             let mut cache = model.new_cache();
             for (i, layer) in model.layers.iter().enumerate() {
                 layer.forward(&ctx, i, &mut x, tokens.len(), &mut cache.layers[i], None);
-                // The pipeline's weights are DenseF32Matrix panels, which sum in another order
-                // than the model's matrices: equal up to float rounding.
+                // The pipeline multiplies in bf16 (inputs and weights rounded, f32 sums), the
+                // model in f32: each linear's relative error is ~2⁻⁹, so two blocks stay well
+                // inside 2% of the activations' scale, while a wrong or missing step is O(1).
                 let err = q.0[i][s]
                     .iter()
                     .zip(&x)
@@ -295,7 +298,7 @@ mod tests {
                     .fold(0f32, f32::max);
                 let scale = x.iter().map(|v| v.abs()).fold(0f32, f32::max);
                 assert!(
-                    err <= 1e-5 * scale,
+                    err <= 2e-2 * scale,
                     "sample {s}, block {i}: {err} of {scale}"
                 );
             }

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod cpu;
+pub mod dense_bf16;
 pub mod dense_f32;
 pub mod fp8_matrix;
 pub mod ggml_matrix;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod parallel;
 pub mod scaled;
 
+pub use dense_bf16::DenseBf16Matrix;
 pub use dense_f32::DenseF32Matrix;
 pub use fp8_matrix::{Fp8Activations, Fp8Matrix, Fp8WeightScale};
 pub use ggml_matrix::{GgmlMatrix, MatrixError};

@@ -118,11 +118,13 @@ pub fn weight_scale(amax: f32, dtype: ScaleDtype) -> f32 {
     dtype.scale_from_range(amax, E4M3_MAX)
 }
 
-/// One weight quantized with `scale`: nearest E4M3 of w/scale (the quotient in f64, so the
-/// only rounding is E4M3's), saturating at ±448.
+/// One weight quantized with `scale` as compressed-tensors computes it in the model's dtype:
+/// the quotient w/scale rounded to `dtype` (PyTorch divides bf16 tensors in f32 and rounds the
+/// result to bf16), then to the nearest E4M3, saturating at ±448. Rounding twice is what makes
+/// our codes byte-identical to llm-compressor's.
 #[inline]
-pub fn quantize_weight(w: f32, scale: f32) -> u8 {
-    e4m3_from_f64(w as f64 / scale as f64)
+pub fn quantize_weight(w: f32, scale: f32, dtype: ScaleDtype) -> u8 {
+    e4m3_from_f32(dtype.round(w / scale))
 }
 
 /// vLLM's `scaled_fp8_conversion`: clamp with fmin/fmax (a NaN input becomes +448) and cast.

@@ -4,9 +4,8 @@
 //!
 //! compressed-tensors (`calculate_qparams`, `_quantize`): the range always includes 0, the
 //! scale is max|w| / ((qmax − qmin)/2) = max|w|/127.5 in the module's dtype, q =
-//! clamp(round_half_even(w/scale), −128, 127). The quotient here is computed in f64, so
-//! the only rounding is the integer one (PyTorch divides in the model's dtype, bf16, and rounds
-//! twice; see `quantize_weight`).
+//! clamp(round_half_even(w/scale), −128, 127), the quotient rounded to the model's dtype first
+//! as PyTorch computes it (see `quantize_weight`).
 //!
 //! vLLM (`dynamic_scaled_int8_quant_kernel`, csrc/quantization/compressed_tensors/
 //! int8_quant_kernels.cu): per token, amax = max|x| (NaN ignored, fmaxf), scale = amax/127,
@@ -32,10 +31,11 @@ pub fn round_saturate(v: f64) -> i8 {
     v.round_ties_even().clamp(-128.0, 127.0) as i8
 }
 
-/// One weight quantized with `scale`.
+/// One weight quantized with `scale` as compressed-tensors computes it in the model's dtype:
+/// w/scale (f32 division) rounded to `dtype`, then round half to even and clamp.
 #[inline]
-pub fn quantize_weight(w: f32, scale: f32) -> i8 {
-    round_saturate(w as f64 / scale as f64)
+pub fn quantize_weight(w: f32, scale: f32, dtype: ScaleDtype) -> i8 {
+    round_saturate(dtype.round(w / scale) as f64)
 }
 
 /// A row quantized with its own scale (per output channel); returns the scale.
@@ -44,7 +44,7 @@ pub fn quantize_row(w: &[f32], dtype: ScaleDtype, q: &mut [i8]) -> f32 {
     let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
     let scale = weight_scale(amax, dtype);
     for (q, &v) in q.iter_mut().zip(w) {
-        *q = quantize_weight(v, scale);
+        *q = quantize_weight(v, scale, dtype);
     }
     scale
 }

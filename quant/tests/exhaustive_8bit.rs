@@ -5,6 +5,7 @@
 
 use half::{bf16, f16};
 use quant::fp8::{e4m3_from_f32, e4m3_from_f64, e4m3_to_f32};
+use quant::hf::compressed_tensors::ScaleDtype;
 use quant::int8::quantize_weight;
 
 /// The value of an E4M3 code from the format's definition (sign, 4-bit exponent with bias 7,
@@ -125,8 +126,15 @@ fn int8_weight_rounding_matches_exact_reference_on_every_bf16() {
             if !w.is_finite() {
                 continue;
             }
-            let want = int8_reference(w as f64, s as f64);
-            if quantize_weight(w, s) != want {
+            // PyTorch's bf16 division: the correctly rounded f32 quotient (from f64), rounded
+            // to bf16; then the nearest integer. In f32 the quotient is rounded once.
+            // (Clamped first, as compressed-tensors does: a quotient past f32's range is ±∞.)
+            let q32 = ((w as f64 / s as f64) as f32).clamp(-1000.0, 1000.0);
+            let in_bf16 = int8_reference(bf16::from_f32(q32).to_f64(), 1.0);
+            let in_f32 = int8_reference(q32 as f64, 1.0);
+            if quantize_weight(w, s, ScaleDtype::BF16) != in_bf16
+                || quantize_weight(w, s, ScaleDtype::F32) != in_f32
+            {
                 bad += 1;
             }
         }

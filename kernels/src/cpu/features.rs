@@ -15,6 +15,8 @@ pub struct CpuFeatures {
     pub avxvnni: bool,
     pub neon: bool,
     pub dotprod: bool,
+    /// AMX tiles with bf16 products, tile state granted by the OS (see [`super::amx`]).
+    pub amx_bf16: bool,
 }
 
 impl CpuFeatures {
@@ -50,6 +52,7 @@ impl CpuFeatures {
                 avx512vl: is_x86_feature_detected!("avx512vl"),
                 avx512vnni: is_x86_feature_detected!("avx512vnni"),
                 avxvnni: is_x86_feature_detected!("avxvnni"),
+                amx_bf16: is_x86_feature_detected!("avx512f") && super::amx::detect(),
                 ..Default::default()
             }
         }
@@ -80,6 +83,7 @@ impl CpuFeatures {
             ("AVX_VNNI", self.avxvnni),
             ("NEON", self.neon),
             ("DOTPROD", self.dotprod),
+            ("AMX_BF16", self.amx_bf16),
         ];
         let on: Vec<&str> = names.iter().filter(|(_, b)| *b).map(|(n, _)| *n).collect();
         if on.is_empty() {

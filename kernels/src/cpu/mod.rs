@@ -1,5 +1,6 @@
 //! CPU kernels: runtime feature detection, SIMD implementations per architecture, scalar fallbacks.
 
+pub mod amx;
 pub mod dot;
 pub mod features;
 pub mod int8;

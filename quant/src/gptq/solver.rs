@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::vector::sub_scaled;
+use super::vector::{sub_products, sub_scaled, Products};
 use super::{Factor, GptqConfig, GptqError, GptqResult};
 use crate::groupq::{dequantize_value, fit, quantize_value, GroupParams, GroupQuant, Real};
 
@@ -200,12 +200,14 @@ fn solve_tile<T: Real>(
         }
         // Lazy batch update of the later columns: W[:, i2:] −= Err · U[i1:i2, i2:].
         if i2 < n {
-            for r in 0..nr {
-                let row = &mut w[r * n + i2..(r + 1) * n];
-                for k in i1..i2 {
-                    sub_scaled(row, err[r * bs + (k - i1)], &u[k * n + i2..(k + 1) * n]);
-                }
-            }
+            let p = Products {
+                a: &err,
+                a_stride: bs,
+                xs: &u[i1 * n + i2..],
+                x_stride: n,
+                nk: i2 - i1,
+            };
+            sub_products(&mut w[i2..], n, nr, n - i2, &p);
         }
     }
     if static_params.is_none() {

@@ -139,7 +139,7 @@ pub fn quantize_linear(
             let (q, s) = rows_of(&|w, q| {
                 let s = fp8::weight_scale(amax(w), dtype);
                 for (q, &v) in q.iter_mut().zip(w) {
-                    *q = fp8::quantize_weight(v, s);
+                    *q = fp8::quantize_weight(v, s, dtype);
                 }
                 s
             });
@@ -151,7 +151,7 @@ pub fn quantize_linear(
             check_scale("weight scale", s, dtype)?;
             let (q, _) = rows_of(&|w, q| {
                 for (q, &v) in q.iter_mut().zip(w) {
-                    *q = fp8::quantize_weight(v, s);
+                    *q = fp8::quantize_weight(v, s, dtype);
                 }
                 s
             });
@@ -180,7 +180,11 @@ pub fn quantize_linear(
                 .enumerate()
                 .for_each(|(r, (q, w))| {
                     for (c, (q, &v)) in q.iter_mut().zip(w).enumerate() {
-                        *q = fp8::quantize_weight(v, s[(r / FP8_BLOCK) * nbc + c / FP8_BLOCK]);
+                        *q = fp8::quantize_weight(
+                            v,
+                            s[(r / FP8_BLOCK) * nbc + c / FP8_BLOCK],
+                            dtype,
+                        );
                     }
                 });
             vec![q, checked("block weight scale", &scales)?]
