@@ -185,7 +185,7 @@ pub fn search_clip(w: &[f32], rows: usize, gram: &Gram, cfg: &AwqConfig) -> Vec<
                     // Δᵀ·G_g·Δ, G_g = rows gi·g.. and columns gi·g.. of the Gram matrix.
                     for (a, gda) in gd.iter_mut().enumerate() {
                         let grow = &gram.g[(gi * g + a) * cols + gi * g..][..g];
-                        *gda = grow.iter().zip(&delta).map(|(x, y)| x * y).sum();
+                        *gda = crate::gptq::dot(grow, &delta);
                     }
                     let err = gd
                         .iter()

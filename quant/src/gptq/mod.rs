@@ -17,6 +17,11 @@ mod linalg;
 mod solver;
 mod vector;
 
+/// Σ a·b in SIMD lanes (the GPTQ solver's dot product, also AWQ's clip losses).
+pub fn dot<T: crate::groupq::Real>(a: &[T], b: &[T]) -> T {
+    vector::dots(a, [b])[0]
+}
+
 pub use linalg::{cholesky_lower, inverse_upper_factor, invert_lower};
 pub use solver::quantize;
 
