@@ -44,7 +44,7 @@ pub trait BlockQuantizer {
 /// One block being quantized: its working weights and the hidden states of every sample.
 pub struct Block<'a> {
     pub index: usize,
-    /// Working copy in the Hugging Face layout, every linear as dense f32.
+    /// Working copy in the Hugging Face layout, every linear a [`calib_matrix`].
     pub layer: Layer,
     config: &'a quant::hf::LlamaConfig,
     rope: &'a Rope,
@@ -153,8 +153,8 @@ pub fn calib_matrix(w: &[f32], rows: usize, cols: usize) -> kernels::SharedMatri
     std::sync::Arc::new(kernels::DenseBf16Matrix::new(w, rows, cols))
 }
 
-/// Replaces the weight of `kind` in `layer` with the dense f32 `w` (rows × cols), keeping
-/// its bias.
+/// Replaces the weight of `kind` in `layer` with `w` (rows × cols) as a [`calib_matrix`],
+/// keeping its bias.
 pub fn set_weight(layer: &mut Layer, kind: LinearKind, w: &[f32]) {
     let lin = layer.linear_mut(kind);
     let (rows, cols) = (lin.w.rows(), lin.w.cols());

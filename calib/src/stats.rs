@@ -173,8 +173,8 @@ pub fn collect(
 }
 
 /// The same statistics as [`collect`], gathered block by block over all samples through the
-/// calibration pipeline (dense f32 weights, one block's in memory at a time, large batched
-/// products): what the converters use. Equal to [`collect`] up to float rounding on
+/// calibration pipeline (one block's weights in memory at a time, large batched products in
+/// bf16 with f32 sums): what the converters use. Equal to [`collect`] up to bf16 rounding on
 /// full-precision models; `progress` is called after each block.
 pub fn collect_blockwise(
     model: &Model,

@@ -367,13 +367,34 @@ mod tests {
 
     #[test]
     fn fast_rounding_equals_the_standard_one() {
-        let specials = [0.5f32, 1.5, 2.5, -0.5, -2.5, 8388607.5, 8388608.0, 1e30, -0.0, f32::MIN_POSITIVE];
-        for x in (0..=u32::MAX).step_by(997).map(f32::from_bits).chain(specials) {
+        let specials = [
+            0.5f32,
+            1.5,
+            2.5,
+            -0.5,
+            -2.5,
+            8388607.5,
+            8388608.0,
+            1e30,
+            -0.0,
+            f32::MIN_POSITIVE,
+        ];
+        for x in (0..=u32::MAX)
+            .step_by(997)
+            .map(f32::from_bits)
+            .chain(specials)
+        {
             let (got, want) = (Real::round_ties_even(x), x.round_ties_even());
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{x}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{x}"
+            );
             let x = x as f64 * 1.000_000_1;
             let (got, want) = (Real::round_ties_even(x), x.round_ties_even());
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{x}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{x}"
+            );
         }
     }
 

@@ -67,10 +67,9 @@ fn smoothing_preserves_the_function_even_with_rounded_norms() {
                 moved = moved.max(rel_err(v, &before[k]));
             }
             if dtype == ScaleDtype::BF16 {
-                assert!(block
-                    .attn_norm
-                    .iter()
-                    .all(|g| half::bf16::from_f32(*g).to_f32() == *g));
+                let is_bf16 = |g: &f32| half::bf16::from_f32(*g).to_f32() == *g;
+                assert!(block.attn_norm.iter().all(is_bf16));
+                assert!(w[&LinearKind::Q].iter().all(is_bf16));
             }
             smoothed.layers[i] = block;
         }
@@ -78,8 +77,18 @@ fn smoothing_preserves_the_function_even_with_rounded_norms() {
             moved > 0.1,
             "smoothing should move the weights (moved {moved})"
         );
+        // In bf16 the smoothed weights are stored rounded too (as llm-compressor holds them):
+        // the function moves by about bf16's precision; in f32 only by float rounding.
+        let bound = if dtype == ScaleDtype::BF16 {
+            1e-2
+        } else {
+            1e-5
+        };
         let e = rel_err(&logits(&smoothed), &logits(&base));
-        assert!(e < 1e-5, "{dtype:?}: smoothing changed the function by {e}");
+        assert!(
+            e < bound,
+            "{dtype:?}: smoothing changed the function by {e}"
+        );
     }
 }
 
