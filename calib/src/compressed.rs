@@ -310,11 +310,13 @@ pub(crate) fn smooth_block(
             .map(|k| smoothquant::column_absmax(&weights[k], cols))
             .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect())
             .expect("a smoothing group has linears");
-        let s = smoothquant::smoothing_scales(&site.min, &site.max, &w_absmax, alpha);
-        // The norm is written in the dense dtype, which rounds like the scale dtype.
-        let (stored, factor) = smoothquant::fold_into_norm(&gamma, &s, |v| dtype.round(v));
+        // The scales, the norm and the smoothed weights in the model's dtype (the dense dtype,
+        // which rounds like the scale dtype), as llm-compressor computes them.
+        let raw = smoothquant::smoothing_scales(&site.min, &site.max, &w_absmax, alpha);
+        let floored = raw.iter().filter(|v| **v == smoothquant::MIN_SCALE).count();
+        let s: Vec<f64> = raw.iter().map(|v| dtype.round(*v as f32) as f64).collect();
+        let stored = smoothquant::fold_into_norm(&gamma, &s, |v| dtype.round(v));
         check_smoothed(i, norm, &gamma, &stored, &s)?;
-        let floored = s.iter().filter(|v| **v == smoothquant::MIN_SCALE).count();
         if floored > 0 {
             notes.push(format!(
                 "layer {i} {norm}: {floored} channels with no activation range kept SmoothQuant's floor scale 1e-5"
@@ -322,9 +324,7 @@ pub(crate) fn smooth_block(
         }
         for k in kinds {
             let w = weights.get_mut(k).expect("every kind");
-            smoothquant::scale_columns(w, &factor);
-            // Held in the model's dtype, as llm-compressor holds its smoothed weights, so the
-            // quantizer's quotient rounds as it does there.
+            smoothquant::scale_columns(w, &s);
             for v in w.iter_mut() {
                 *v = dtype.round(*v);
             }

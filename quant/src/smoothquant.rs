@@ -50,29 +50,18 @@ pub fn smoothing_scales(
         .collect()
 }
 
-/// Folds the scales into a norm whose weight is stored rounded (`round` gives the stored value of
-/// γ/s): returns the stored norm weight and, per channel, the factor the balance linears'
-/// columns must be multiplied by so that the product is exact despite that rounding: γ_j / γ'_j
-/// (s_j itself where γ'_j is zero or not finite).
-pub fn fold_into_norm(
-    gamma: &[f32],
-    s: &[f64],
-    round: impl Fn(f32) -> f32,
-) -> (Vec<f32>, Vec<f64>) {
+/// The norm weight γ/s as stored (`round` gives the stored value), for scales `s` already in
+/// the model's dtype. As llm-compressor does, the linears' columns are then multiplied by the
+/// same `s` and the norm's rounding is left uncompensated: compensating it (columns times
+/// γ/γ' instead) measured worse here (W8A8 SmoothQuant on SmolLM2, mean KLD 0.0263 against
+/// 0.0243).
+pub fn fold_into_norm(gamma: &[f32], s: &[f64], round: impl Fn(f32) -> f32) -> Vec<f32> {
     assert_eq!(gamma.len(), s.len());
     gamma
         .iter()
         .zip(s)
-        .map(|(&g, &s)| {
-            let stored = round((g as f64 / s) as f32);
-            let factor = if stored != 0.0 && stored.is_finite() {
-                g as f64 / stored as f64
-            } else {
-                s
-            };
-            (stored, factor)
-        })
-        .unzip()
+        .map(|(&g, &s)| round((g as f64 / s) as f32))
+        .collect()
 }
 
 /// Multiplies column j of a row-major [rows × cols] matrix by `factor[j]` (in f64, one rounding).
@@ -104,19 +93,14 @@ mod tests {
     }
 
     #[test]
-    fn folding_keeps_the_product_exact_under_rounding() {
+    fn folding_divides_the_norm_in_the_stored_dtype() {
         let bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
         let gamma = [0.7f32, 1.3, 0.0];
         let s = [3.1f64, 0.37, 2.0];
-        let (stored, factor) = fold_into_norm(&gamma, &s, bf16);
+        let stored = fold_into_norm(&gamma, &s, bf16);
         for j in 0..3 {
             assert_eq!(stored[j], bf16((gamma[j] as f64 / s[j]) as f32));
-            // γ'·(W·factor) = γ·W for W = 1.
-            if gamma[j] != 0.0 {
-                assert!((stored[j] as f64 * factor[j] - gamma[j] as f64).abs() < 1e-15);
-            }
         }
-        assert_eq!(factor[2], 2.0);
         assert_eq!(column_absmax(&[1.0, -3.0, -2.0, 0.5], 2), vec![2.0, 3.0]);
         let mut w = [1.0f32, 2.0, 3.0, 4.0];
         scale_columns(&mut w, &[2.0, 0.5]);
