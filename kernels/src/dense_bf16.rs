@@ -177,6 +177,7 @@ mod tiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::assert_matches_f64;
     use rand::{Rng, SeedableRng};
 
     fn bf16(v: f32) -> f64 {
@@ -187,16 +188,11 @@ mod tests {
     #[test]
     fn matches_float64_of_the_rounded_operands() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-        let paths: &[bool] = if features().amx_bf16 {
-            &[false, true]
-        } else {
-            &[false]
-        };
         for (rows, cols) in [(1, 1), (5, 7), (33, 64), (64, 576), (70, 130), (32, 32)] {
             let w: Vec<f32> = (0..rows * cols)
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
-            for &use_amx in paths {
+            for &use_amx in amx::paths_to_test() {
                 let m = DenseBf16Matrix::with_amx(&w, rows, cols, use_amx);
                 for n_tok in [1, 3, 31, 32, 33, 200] {
                     let x: Vec<f32> = (0..n_tok * cols)
@@ -210,21 +206,12 @@ mod tests {
                         .collect();
                     let mut y = vec![0f32; n_tok * rows];
                     m.matmul(&x, n_tok, &mut y);
-                    for t in 0..n_tok {
-                        for r in 0..rows {
-                            let (mut want, mut mag) = (0f64, 0f64);
-                            for c in 0..cols {
-                                let p = bf16(w[r * cols + c]) * bf16(x[t * cols + c]);
-                                want += p;
-                                mag += p.abs();
-                            }
-                            let got = y[t * rows + r] as f64;
-                            assert!(
-                                (got - want).abs() <= 1e-5 * mag + 1e-30,
-                                "amx {use_amx} {rows}x{cols} n_tok {n_tok} ({t},{r}): {got} vs {want}"
-                            );
-                        }
-                    }
+                    let (wr, xr): (Vec<f64>, Vec<f64>) = (
+                        w.iter().map(|v| bf16(*v)).collect(),
+                        x.iter().map(|v| bf16(*v)).collect(),
+                    );
+                    let what = format!("amx {use_amx} {rows}x{cols}");
+                    assert_matches_f64(&y, &wr, &xr, n_tok, 1e-30, &what);
                 }
                 let mut row = vec![0f32; cols];
                 m.dequantize_row(rows - 1, &mut row);

@@ -214,6 +214,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::assert_matches_f64;
     use rand::{Rng, SeedableRng};
 
     #[test]
@@ -230,21 +231,9 @@ mod tests {
                     .collect();
                 let mut y = vec![0f32; n_tok * rows];
                 m.matmul(&x, n_tok, &mut y);
-                for t in 0..n_tok {
-                    for r in 0..rows {
-                        let (mut want, mut mag) = (0f64, 0f64);
-                        for c in 0..cols {
-                            let p = w[r * cols + c] as f64 * x[t * cols + c] as f64;
-                            want += p;
-                            mag += p.abs();
-                        }
-                        let got = y[t * rows + r] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-5 * mag + 1e-6,
-                            "{rows}x{cols} n_tok {n_tok} ({t},{r})"
-                        );
-                    }
-                }
+                let f64s = |v: &[f32]| v.iter().map(|v| *v as f64).collect::<Vec<_>>();
+                let what = format!("{rows}x{cols}");
+                assert_matches_f64(&y, &f64s(&w), &f64s(&x), n_tok, 1e-6, &what);
             }
             let mut row = vec![0f32; cols];
             m.dequantize_row(rows - 1, &mut row);

@@ -249,11 +249,6 @@ mod tests {
     #[test]
     fn matches_float64_of_the_rounded_inputs_and_accumulates() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let paths: &[bool] = if features().amx_bf16 {
-            &[false, true]
-        } else {
-            &[false]
-        };
         for (n_tok, cols) in [(1, 1), (5, 7), (130, 24), (300, 61), (257, 128), (600, 40)] {
             let x: Vec<f32> = (0..n_tok * cols)
                 .map(|i| {
@@ -268,7 +263,7 @@ mod tests {
                 .iter()
                 .map(|v| half::bf16::from_f32(*v).to_f64())
                 .collect();
-            for &use_amx in paths {
+            for &use_amx in amx::paths_to_test() {
                 let mut g = vec![0f32; cols * cols];
                 add_gram_with(&x, n_tok, cols, &mut g, use_amx);
                 add_gram_with(&x, n_tok, cols, &mut g, use_amx);

@@ -78,3 +78,34 @@ impl OutPtr {
         self.0.add(i)
     }
 }
+
+/// Test support: `y` (n_tok × rows, from `m.matmul`) against the float64 product of the
+/// operands as the format defines them (`w` rows × cols, `x` n_tok × cols), within 1e-5 of
+/// each output's Σ|products| plus `abs`.
+#[cfg(test)]
+pub(crate) fn assert_matches_f64(
+    y: &[f32],
+    w: &[f64],
+    x: &[f64],
+    n_tok: usize,
+    abs: f64,
+    what: &str,
+) {
+    let cols = x.len() / n_tok.max(1);
+    let rows = w.len() / cols.max(1);
+    for t in 0..n_tok {
+        for r in 0..rows {
+            let (mut want, mut mag) = (0f64, 0f64);
+            for c in 0..cols {
+                let p = w[r * cols + c] * x[t * cols + c];
+                want += p;
+                mag += p.abs();
+            }
+            let got = y[t * rows + r] as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * mag + abs,
+                "{what} n_tok {n_tok} ({t},{r}): {got} vs {want}"
+            );
+        }
+    }
+}

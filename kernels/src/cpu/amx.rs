@@ -56,6 +56,17 @@ pub fn detect() -> bool {
     }
 }
 
+/// Test support: the product paths this CPU can run, the f32 fallback (false) always and the
+/// tiles (true) where [`detect`] found them.
+#[cfg(test)]
+pub(crate) fn paths_to_test() -> &'static [bool] {
+    if super::features().amx_bf16 {
+        &[false, true]
+    } else {
+        &[false]
+    }
+}
+
 /// Rounds to bf16, nearest even, as AVX-512 BF16 and the tiles do: NaN stays a quiet NaN and
 /// subnormal inputs become zero (of their sign).
 #[inline]
