@@ -12,6 +12,7 @@
 //! q = cvt.rni.sat.s8.f32(x · (127/amax)): round half to even, saturate, NaN → 0; an all-zero
 //! token gets scale 0 and zeros.
 
+use crate::groupq::Real;
 use crate::hf::compressed_tensors::ScaleDtype;
 
 /// compressed-tensors' symmetric int8 divisor: (qmax − qmin)/2 = (127 − (−128))/2.
@@ -28,7 +29,8 @@ pub fn round_saturate(v: f64) -> i8 {
     if v.is_nan() {
         return 0;
     }
-    v.round_ties_even().clamp(-128.0, 127.0) as i8
+    // Real's rounding, not f64's: that one is a libm call on baseline x86-64, once per weight.
+    Real::round_ties_even(v).clamp(-128.0, 127.0) as i8
 }
 
 /// One weight quantized with `scale` as compressed-tensors computes it in the model's dtype:

@@ -96,8 +96,8 @@ pub fn round_to_bf16(x: &mut [f32]) {
 pub fn convert(src: &[f32], dst: &mut [u16]) {
     assert_eq!(src.len(), dst.len());
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512bf16") {
-        // SAFETY: the feature was just detected; lengths are equal.
+    if super::features().avx512f && super::features().avx512bf16 {
+        // SAFETY: the CPU has the features; lengths are equal.
         unsafe { x86::convert_avx512(src, dst) };
         return;
     }

@@ -15,6 +15,8 @@ pub struct CpuFeatures {
     pub avxvnni: bool,
     pub neon: bool,
     pub dotprod: bool,
+    /// AVX-512 BF16 (`vcvtne2ps2bf16`: f32 to bf16, 32 at a time).
+    pub avx512bf16: bool,
     /// AMX tiles with bf16 products, tile state granted by the OS (see [`super::amx`]).
     pub amx_bf16: bool,
 }
@@ -52,6 +54,7 @@ impl CpuFeatures {
                 avx512vl: is_x86_feature_detected!("avx512vl"),
                 avx512vnni: is_x86_feature_detected!("avx512vnni"),
                 avxvnni: is_x86_feature_detected!("avxvnni"),
+                avx512bf16: is_x86_feature_detected!("avx512bf16"),
                 amx_bf16: is_x86_feature_detected!("avx512f") && super::amx::detect(),
                 ..Default::default()
             }
@@ -83,6 +86,7 @@ impl CpuFeatures {
             ("AVX_VNNI", self.avxvnni),
             ("NEON", self.neon),
             ("DOTPROD", self.dotprod),
+            ("AVX512_BF16", self.avx512bf16),
             ("AMX_BF16", self.amx_bf16),
         ];
         let on: Vec<&str> = names.iter().filter(|(_, b)| *b).map(|(n, _)| *n).collect();
