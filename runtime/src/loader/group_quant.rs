@@ -50,7 +50,6 @@ pub fn floats(st: &SafetensorsDir, name: &str, shape: &[usize]) -> Result<Vec<f3
     })
 }
 
-/// The error for a linear whose tensors are individually fine but do not fit together.
 /// A module the quantizer left in full precision: `prefix.weight` stored instead of
 /// `prefix.{packed}`; loaded as a dense matrix.
 pub fn left_dense(
@@ -65,6 +64,7 @@ pub fn left_dense(
         .then(|| super::hf::dense_matrix(st, &weight, rows, cols))
 }
 
+/// The error for a linear whose tensors are individually fine but do not fit together.
 pub fn bad_linear(st: &SafetensorsDir, prefix: &str, msg: impl Into<String>) -> LoadError {
     LoadError::Tensor {
         path: st.dir.clone(),
