@@ -108,8 +108,8 @@ pub struct Products<'a, T> {
 /// 16 for f64) accumulators.
 const CW: usize = 32;
 
-/// Rows r0..r0+R of [`sub_products`] over columns c0..c0+CW (or `tail` columns when short),
-/// each y accumulated in a register across every k in order.
+/// Rows r0..r0+R of [`sub_products`] over columns c0..c0+CW, each y accumulated in a local
+/// block (vector registers or L1) across every k in order.
 #[inline(always)]
 fn sub_products_block<T: Real, const R: usize, const FMA: bool>(
     ys: &mut [T],
@@ -246,7 +246,7 @@ pub fn sub_scaled<T: Real>(y: &mut [T], a: T, x: &[T]) {
 
 /// For each row r < nr: y_r −= a[r][k]·x_k for k = 0, 1, … in turn, where y_r =
 /// ys[r·stride ..][..len]: the same operations, in the same order, as `sub_scaled` per k (so
-/// the same bits), with each y held in registers across k instead of reloaded for every k.
+/// the same bits), with each block of y kept local across k instead of reloaded for every k.
 pub fn sub_products<T: Real>(ys: &mut [T], stride: usize, nr: usize, len: usize, p: &Products<T>) {
     assert!(nr == 0 || (nr - 1) * stride + len <= ys.len());
     assert!(p.nk == 0 || (p.nk - 1) * p.x_stride + len <= p.xs.len());
