@@ -212,7 +212,7 @@ impl AwqQuantizer {
         let m = &b.layer.linear(kind).w;
         let (rows, cols) = (m.rows(), m.cols());
         let mut w = weight_of(&b.layer, kind);
-        if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = quant::first_nan_or_inf(&w) {
             return Err(PipelineError::Linear {
                 layer: b.index,
                 kind,

@@ -106,8 +106,8 @@ impl LinearLayout for Layout {
     }
 }
 
-/// The sites whose statistics the options use, named for messages.
-fn sites_used(opts: &CompressedOptions) -> Vec<InputSite> {
+/// The sites whose statistics the options use (the sites calibration must observe).
+pub fn sites_used(opts: &CompressedOptions) -> Vec<InputSite> {
     if opts.scheme == Scheme::Fp8Static {
         vec![
             InputSite::AttnIn,

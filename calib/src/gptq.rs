@@ -61,7 +61,7 @@ impl GptqQuantizer {
         })?;
         for &kind in kinds {
             let w = weight_of(&b.layer, kind);
-            if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+            if let Some(i) = quant::first_nan_or_inf(&w) {
                 return Err(err(
                     kind,
                     format!("weight {} at row {}, column {}", w[i], i / cols, i % cols),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use quant::groupq::GroupQuant;
 use runtime::export::hf_linear_weight;
-use runtime::model::{BlockCtx, Layer, LayerKv, Linear, LinearKind, Rope, RopeStyle};
+use runtime::model::{BlockCtx, Layer, Linear, LinearKind, Rope, RopeStyle};
 use runtime::Model;
 
 /// The quantized linears of one block, in nn.Linear layout.
@@ -48,7 +48,6 @@ pub struct Block<'a> {
     pub layer: Layer,
     config: &'a quant::hf::LlamaConfig,
     rope: &'a Rope,
-    kv_width: usize,
     hidden: &'a mut [Vec<f32>],
 }
 
@@ -83,15 +82,12 @@ impl Block<'_> {
     }
 
     /// The inputs of o: attention of each sample's attention input `h` (whole samples, each
-    /// from position 0) through `layer`'s q, k and v.
+    /// from position 0) through `layer`'s q, k and v, in bf16 as the linears are.
     pub fn attention(&self, layer: &Layer, h: &[Vec<f32>]) -> Acts {
         let ctx = self.ctx();
         let d = self.hidden_size();
         h.iter()
-            .map(|h| {
-                let mut kv = LayerKv::new(self.kv_width);
-                layer.attention(&ctx, h, h.len() / d, &mut kv)
-            })
+            .map(|h| layer.sequence_attention_bf16(&ctx, h, h.len() / d))
             .collect()
     }
 
@@ -176,7 +172,6 @@ pub fn run(
     let permuted = rope.style == RopeStyle::Adjacent;
     rope.style = RopeStyle::Halves;
     let config = &model.config;
-    let kv_width = config.num_key_value_heads * config.head_dim;
     for (index, orig) in model.layers.iter().enumerate() {
         let mut layer = orig.clone();
         for kind in LinearKind::ALL {
@@ -202,7 +197,6 @@ pub fn run(
             layer,
             config,
             rope: &rope,
-            kv_width,
             hidden: &mut hidden,
         };
         let quantized = quantizer.quantize_block(&mut block)?;

@@ -172,17 +172,19 @@ pub fn collect(
     stats
 }
 
-/// The same statistics as [`collect`], gathered block by block over all samples through the
-/// calibration pipeline (one block's weights in memory at a time, large batched products in
-/// bf16 with f32 sums): what the converters use. Equal to [`collect`] up to bf16 rounding on
-/// full-precision models; `progress` is called after each block.
+/// The same statistics as [`collect`] at `sites`, gathered block by block over all samples
+/// through the calibration pipeline (one block's weights in memory at a time, large batched
+/// products in bf16 with f32 sums): what the converters use. Equal to [`collect`] up to bf16
+/// rounding on full-precision models; `progress` is called after each block.
 pub fn collect_blockwise(
     model: &Model,
     samples: &[Vec<u32>],
+    sites: &[InputSite],
     progress: impl FnMut(usize),
 ) -> Result<ActivationStats, PipelineError> {
     let mut c = Collector {
         stats: ActivationStats::default(),
+        sites: sites.to_vec(),
         progress,
     };
     crate::pipeline::run(model, samples, &mut c, |_, _, _| Ok(()))?;
@@ -191,11 +193,15 @@ pub fn collect_blockwise(
 
 struct Collector<F> {
     stats: ActivationStats,
+    sites: Vec<InputSite>,
     progress: F,
 }
 
 impl<F> Collector<F> {
     fn see(&mut self, layer: usize, kind: LinearKind, acts: &Acts, lens: &[usize]) {
+        if !self.sites.contains(&InputSite::of(kind)) {
+            return;
+        }
         for (x, &n) in acts.iter().zip(lens) {
             self.stats.linear_input(layer, kind, x, n);
         }
@@ -251,17 +257,29 @@ mod tests {
         let samples = vec![vec![1u32, 2, 3, 4, 5], vec![6u32, 7, 8]];
         let want = collect(&model, &samples, |_| {});
         let mut blocks = 0;
-        let got = collect_blockwise(&model, &samples, |n| blocks = n).unwrap();
+        let all = [
+            InputSite::AttnIn,
+            InputSite::AttnOut,
+            InputSite::MlpIn,
+            InputSite::MlpAct,
+        ];
+        let got = collect_blockwise(&model, &samples, &all, |n| blocks = n).unwrap();
         assert_eq!(blocks, spec.layers);
+        let some = collect_blockwise(&model, &samples, &all[2..3], |_| {}).unwrap();
+        let kept: Vec<_> = some.sites().map(|(k, _)| *k).collect();
+        assert_eq!(kept, [(0, InputSite::MlpIn), (1, InputSite::MlpIn)]);
+        assert_eq!(some.get(1, LinearKind::Up), got.get(1, LinearKind::Up));
         assert_eq!(got.sites().count(), want.sites().count());
         for ((site, g), (site2, w)) in got.sites().zip(want.sites()) {
             assert_eq!(site, site2);
             assert_eq!((g.tokens, g.cols()), (w.tokens, w.cols()));
             // The blockwise path multiplies in bf16 (rounding ~2⁻⁹ of each output's sum of
-            // |products|), the forward pass in f32: compared to the largest column's value.
+            // |products|, the softmax weights 2⁻⁹ each), the forward pass in f32; sums of
+            // squares double the relative error. Compared to the largest column's value, two
+            // blocks stay within 2% (1% measured), while a wrong or missing step is O(1).
             let close = |a: &[f64], b: &[f64]| {
                 let scale = b.iter().fold(1e-3f64, |m, y| m.max(y.abs()));
-                a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-2 * scale)
+                a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 2e-2 * scale)
             };
             assert!(close(&g.sum_sq, &w.sum_sq), "{site:?} sum_sq");
             assert!(close(&g.sum_abs, &w.sum_abs), "{site:?} sum_abs");

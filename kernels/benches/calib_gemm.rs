@@ -1,11 +1,14 @@
 //! The calibration pipeline's products on SmolLM2-135M's shapes, one 512-token sample at a
 //! time as the pipeline runs them: the f32 panel GEMM against the bf16 products (AMX where the
-//! CPU has it), and the Gram matrix XᵀX, in the same run. Prints GFLOP/s.
+//! CPU has it), the Gram matrix XᵀX, and the runtime's f32 causal attention against the bf16
+//! one, in the same run. Prints GFLOP/s (attention: the causal half of QKᵀ and PV).
 //!
 //! `cargo bench -p kernels --bench calib_gemm` (QUANTIZE_AMX=0 shows the bf16 fallback).
 
 use std::time::Instant;
 
+use kernels::attention::{causal_attention, AttnShape, KeyBlocks};
+use kernels::attention_bf16::causal_self_attention;
 use kernels::cpu::features;
 use kernels::{DenseBf16Matrix, DenseF32Matrix, Matrix};
 
@@ -68,4 +71,30 @@ fn main() {
             gflop / tg / 1e9
         );
     }
+    let s = AttnShape {
+        n_head: 9,
+        n_kv_head: 3,
+        head_dim: 64,
+    };
+    let (qw, kw) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    let (q, k, v) = (
+        values(TOKENS * qw, 7),
+        values(TOKENS * kw, 9),
+        values(TOKENS * kw, 11),
+    );
+    let mut out = vec![0f32; TOKENS * qw];
+    let flop = 2.0 * (TOKENS * TOKENS * qw) as f64;
+    let mut keys = KeyBlocks::new(kw);
+    keys.append(&k);
+    let tf = best(20, || {
+        causal_attention(s, &q, TOKENS, 0, &keys, &v, &mut out)
+    });
+    let tb = best(20, || {
+        causal_self_attention(s, &q, &k, &v, TOKENS, &mut out)
+    });
+    println!(
+        "| attention 9 heads (3 KV) × 64, {TOKENS} tokens | {:.0} | {:.0} | |",
+        flop / tf / 1e9,
+        flop / tb / 1e9
+    );
 }

@@ -102,13 +102,12 @@ impl Matrix for DenseBf16Matrix {
 
 #[cfg(target_arch = "x86_64")]
 mod tiles {
-    use rayon::prelude::*;
-
     use super::BLOCK;
     use crate::cpu::amx::{self, Pooled};
     use crate::matrix::OutPtr;
 
-    /// Tokens one parallel task multiplies: its tile configuration is loaded once per task.
+    /// Tokens one parallel task multiplies: it converts its own rows to bf16 (on its core,
+    /// where the tiles then read them) and loads the tile configuration once.
     const TASK_TOKENS: usize = 4 * BLOCK;
 
     pub(super) fn matmul(
@@ -120,17 +119,26 @@ mod tiles {
         n_tok: usize,
         y: &mut [f32],
     ) {
-        let tok_p = n_tok.next_multiple_of(BLOCK);
-        let mut xb = u16::take(tok_p * cols_p);
-        amx::to_padded_bf16(x, n_tok, cols, tok_p, cols_p, &mut xb);
         let kc = cols_p / amx::K;
         let pairs = rows.div_ceil(BLOCK);
         let out = OutPtr(y.as_mut_ptr());
-        let task = |t0: usize| {
+        let task = |i: usize| {
+            let t0 = i * TASK_TOKENS;
+            let n = TASK_TOKENS.min(n_tok - t0);
+            let tok_p = n.next_multiple_of(BLOCK);
+            let mut xb = u16::take(tok_p * cols_p);
+            amx::to_padded_bf16(
+                &x[t0 * cols..(t0 + n) * cols],
+                n,
+                cols,
+                tok_p,
+                cols_p,
+                &mut xb,
+            );
             // SAFETY: features() reported AMX (this matrix was built for it).
             let tiles = unsafe { amx::Tiles::configure() };
             let mut scratch = [0f32; BLOCK * BLOCK];
-            for tb in (t0..(t0 + TASK_TOKENS).min(tok_p)).step_by(BLOCK) {
+            for tb in (0..tok_p).step_by(BLOCK) {
                 let a = xb[tb * cols_p..].as_ptr();
                 for pp in 0..pairs {
                     let r0 = pp * BLOCK;
@@ -145,32 +153,28 @@ mod tiles {
                         b1,
                         kc,
                     };
-                    let full = tb + BLOCK <= n_tok && r0 + BLOCK <= rows;
-                    // SAFETY: xb holds tok_p rows of cols_p bf16 from tb; the panels hold kc tiles
-                    // each; a full block lies inside y (tokens tb.., rows r0..), which only this
-                    // task writes, and the scratch holds 32 × 32.
+                    let full = tb + BLOCK <= n && r0 + BLOCK <= rows;
+                    let at = (t0 + tb) * rows + r0;
+                    // SAFETY: xb holds tok_p rows of cols_p bf16; the panels hold kc tiles
+                    // each; a full block lies inside y (tokens t0 + tb.., rows r0..), which only
+                    // this task writes, and the scratch holds 32 × 32.
                     unsafe {
                         if full {
-                            tiles.block_32x32(op, out.at(tb * rows + r0), 4 * rows);
+                            tiles.block_32x32(op, out.at(at), 4 * rows);
                         } else {
                             tiles.block_32x32(op, scratch.as_mut_ptr(), 4 * BLOCK);
-                            for t in 0..BLOCK.min(n_tok.saturating_sub(tb)) {
+                            for t in 0..BLOCK.min(n.saturating_sub(tb)) {
                                 for j in 0..BLOCK.min(rows - r0) {
-                                    out.write((tb + t) * rows + r0 + j, scratch[t * BLOCK + j]);
+                                    out.write(at + t * rows + j, scratch[t * BLOCK + j]);
                                 }
                             }
                         }
                     }
                 }
             }
+            u16::give(xb);
         };
-        let starts: Vec<usize> = (0..tok_p).step_by(TASK_TOKENS).collect();
-        if starts.len() == 1 {
-            task(0);
-        } else {
-            starts.into_par_iter().for_each(task);
-        }
-        u16::give(xb);
+        crate::parallel::for_each(n_tok.div_ceil(TASK_TOKENS), task);
     }
 }
 

@@ -5,8 +5,6 @@
 //! into 12 vector accumulators (AVX-512; AVX2 uses panels of 16); small batches fall back to
 //! dot products.
 
-use rayon::prelude::*;
-
 use crate::cpu::features::features;
 use crate::matrix::{check_matmul_args, Matrix, OutPtr};
 
@@ -126,7 +124,7 @@ impl Matrix for DenseF32Matrix {
         if rows * cols * n_tok < 1 << 20 {
             (0..np).for_each(run);
         } else {
-            (0..np).into_par_iter().for_each(run);
+            crate::parallel::for_each(np, run);
         }
     }
 

@@ -6,8 +6,6 @@
 //! L2-sized chunks. Blocks run in parallel. Only the lower triangle is summed: callers that need
 //! the whole matrix mirror it once, after the last batch ([`mirror_lower`]).
 
-use rayon::prelude::*;
-
 use crate::cpu::amx;
 use crate::cpu::features::features;
 
@@ -59,8 +57,7 @@ fn amx_chunk(x: &[f32], n_tok: usize, cols: usize, g: &mut [f32]) {
     let mut panels = u32::take(tok_p * cols_p / 2);
     amx::pack_token_pairs(&xb, tok_p, cols_p, &mut panels);
     let kc = tok_p / amx::K;
-    let blocks: Vec<(usize, &mut [f32])> = g.chunks_mut(B * cols).enumerate().collect();
-    blocks.into_par_iter().rev().for_each(|(ib, out)| {
+    crate::parallel::for_each_chunk_mut(g, B * cols, |ib, out| {
         // SAFETY: features() reported AMX.
         let tiles = unsafe { amx::Tiles::configure() };
         let mut c = [0f32; B * B];
@@ -104,8 +101,7 @@ fn f32_gram(x: &[f32], n_tok: usize, cols: usize, g: &mut [f32]) {
     for t0 in (0..n_tok).step_by(TOKENS) {
         let nt = TOKENS.min(n_tok - t0);
         let xs = &x[t0 * cols..(t0 + nt) * cols];
-        let rows: Vec<(usize, &mut [f32])> = g.chunks_mut(TR * cols).enumerate().collect();
-        let work = |(b, out): (usize, &mut [f32])| {
+        let work = |b: usize, out: &mut [f32]| {
             let i0 = b * TR;
             let nr = TR.min(cols - i0);
             // Column tiles up to and including the diagonal.
@@ -115,9 +111,11 @@ fn f32_gram(x: &[f32], n_tok: usize, cols: usize, g: &mut [f32]) {
             }
         };
         if nt * cols * cols > 1 << 20 {
-            rows.into_par_iter().for_each(work);
+            crate::parallel::for_each_chunk_mut(g, TR * cols, work);
         } else {
-            rows.into_iter().for_each(work);
+            g.chunks_mut(TR * cols)
+                .enumerate()
+                .for_each(|(b, out)| work(b, out));
         }
     }
 }

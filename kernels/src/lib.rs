@@ -7,6 +7,7 @@
 //! picked when the matrix is built) over tiles of weight rows × tokens in parallel.
 
 pub mod attention;
+pub mod attention_bf16;
 pub mod cpu;
 pub mod dense_bf16;
 pub mod dense_f32;

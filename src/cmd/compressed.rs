@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use calib::compressed::{convert, needs_stats, CompressedOptions};
+use calib::compressed::{convert, needs_stats, sites_used, CompressedOptions};
+use calib::stats::InputSite;
 use calib::ActivationStats;
 use indicatif::{ProgressBar, ProgressStyle};
 use quant::hf::ModelCard;
@@ -24,11 +25,16 @@ fn bar(n: usize, what: &str) -> ProgressBar {
 }
 
 /// Runs the calibration samples through the full-precision model and returns the statistics of
-/// every linear input.
-pub fn calibrate(model: &runtime::Model, args: &CalibArgs) -> anyhow::Result<ActivationStats> {
+/// the linear inputs at `sites`.
+pub fn calibrate(
+    model: &runtime::Model,
+    args: &CalibArgs,
+    sites: &[InputSite],
+) -> anyhow::Result<ActivationStats> {
     let set = args.load(model)?;
     let b = bar(model.layers.len(), "calibrating");
-    let stats = calib::stats::collect_blockwise(model, &set.samples, |n| b.set_position(n as u64))?;
+    let stats =
+        calib::stats::collect_blockwise(model, &set.samples, sites, |n| b.set_position(n as u64))?;
     b.finish_and_clear();
     Ok(stats)
 }
@@ -48,7 +54,7 @@ pub fn run(job: Job) -> anyhow::Result<PathBuf> {
     let t0 = Instant::now();
     let model = super::load_model(job.model_path)?;
     let stats = if needs_stats(&job.opts) {
-        Some(calibrate(&model, job.calib)?)
+        Some(calibrate(&model, job.calib, &sites_used(&job.opts))?)
     } else {
         None
     };

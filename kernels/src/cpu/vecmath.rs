@@ -38,6 +38,13 @@ fn exp_approx(x: f32) -> f32 {
 
 #[inline(always)]
 fn exp_shift_sum_body(x: &mut [f32], max: f32) -> f32 {
+    // v·1 − max in one rounding is v − max.
+    exp_affine_sum_body(x, 1.0, max)
+}
+
+/// x ← exp(scale·x − shift); returns Σ of the results.
+#[inline(always)]
+fn exp_affine_sum_body(x: &mut [f32], scale: f32, shift: f32) -> f32 {
     // Sixteen running sums, one per lane: a single sum would fix the order of the additions
     // and keep the compiler from vectorizing the loop.
     const L: usize = 16;
@@ -45,16 +52,36 @@ fn exp_shift_sum_body(x: &mut [f32], max: f32) -> f32 {
     let mut chunks = x.chunks_exact_mut(L);
     for c in &mut chunks {
         for (v, s) in c.iter_mut().zip(lanes.iter_mut()) {
-            *v = exp_approx(*v - max);
+            *v = exp_approx(v.mul_add(scale, -shift));
             *s += *v;
         }
     }
     let mut sum = 0f32;
     for v in chunks.into_remainder() {
-        *v = exp_approx(*v - max);
+        *v = exp_approx(v.mul_add(scale, -shift));
         sum += *v;
     }
     sum + lanes.iter().sum::<f32>()
+}
+
+/// x ← exp(scale·x − scale·max x), the numerators of softmax(scale·x); returns their sum. The
+/// max in 16 lanes, like the sums above; the scaling folded into the exponent's argument.
+#[inline(always)]
+fn softmax_numerators_body(x: &mut [f32], scale: f32) -> f32 {
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let mut chunks = x.chunks_exact(L);
+    for c in &mut chunks {
+        for (v, m) in c.iter().zip(lanes.iter_mut()) {
+            *m = if *v > *m { *v } else { *m };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+    exp_affine_sum_body(x, scale, scale * max)
 }
 
 #[inline(always)]
@@ -75,6 +102,11 @@ mod avx512 {
     pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
         super::swiglu_body(gate, up)
     }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn softmax_numerators(x: &mut [f32], scale: f32) -> f32 {
+        super::softmax_numerators_body(x, scale)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -87,6 +119,11 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
         super::swiglu_body(gate, up)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax_numerators(x: &mut [f32], scale: f32) -> f32 {
+        super::softmax_numerators_body(x, scale)
     }
 }
 
@@ -103,6 +140,22 @@ pub fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 {
         return unsafe { avx2::exp_shift_sum(x, max) };
     }
     exp_shift_sum_body(x, max)
+}
+
+/// x ← exp(scale·x − scale·max x), the numerators of softmax(scale·x) over one row of
+/// attention scores; returns their sum.
+pub fn softmax_numerators(x: &mut [f32], scale: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if features().avx512f && features().has_avx2_fma() {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
+        return unsafe { avx512::softmax_numerators(x, scale) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if features().has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { avx2::softmax_numerators(x, scale) };
+    }
+    softmax_numerators_body(x, scale)
 }
 
 /// gate ← silu(gate) · up = gate / (1 + e^−gate) · up (SwiGLU), with the exponential above.
@@ -156,6 +209,35 @@ mod tests {
         let sum = exp_shift_sum(&mut e, max);
         let want: f64 = scores.iter().map(|s| (*s as f64 - max as f64).exp()).sum();
         assert!(((sum as f64 - want) / want).abs() < 1e-6, "{sum} vs {want}");
+    }
+
+    #[test]
+    fn scaled_softmax_numerators_match_float64() {
+        for n in [1, 15, 16, 17, 100, 513] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.913).cos() * 40.0).collect();
+            for scale in [0.125f32, 0.3] {
+                let mut got = x.clone();
+                let sum = softmax_numerators(&mut got, scale);
+                let mut p = x.clone();
+                let psum = softmax_numerators_body(&mut p, scale);
+                let max = x.iter().map(|v| *v as f64).fold(f64::MIN, f64::max);
+                let e: Vec<f64> = x
+                    .iter()
+                    .map(|v| (*v as f64 - max) * scale as f64)
+                    .map(f64::exp)
+                    .collect();
+                let want_sum: f64 = e.iter().sum();
+                assert!(((sum as f64 - want_sum) / want_sum).abs() < 1e-5, "n {n}");
+                assert!((sum - psum).abs() <= 1e-6 * sum, "portable sum");
+                for ((g, p), e) in got.iter().zip(&p).zip(&e) {
+                    assert!((*g as f64 - e).abs() <= 1e-5 * e + 1e-30, "{g} vs {e}");
+                    assert!(
+                        (p - g).abs() <= 4.0 * f32::EPSILON * g.abs(),
+                        "portable path"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

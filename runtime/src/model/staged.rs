@@ -5,11 +5,20 @@
 //! [`Layer::forward`] (tested bit for bit).
 
 use kernels::attention::{causal_attention, AttnShape};
+use kernels::attention_bf16::causal_self_attention;
 use kernels::ops::{add_assign, rms_norm, swiglu};
 
 use super::forward::BlockCtx;
 use super::kv::LayerKv;
 use super::weights::Layer;
+
+fn attn_shape(ctx: &BlockCtx) -> AttnShape {
+    AttnShape {
+        n_head: ctx.config.num_attention_heads,
+        n_kv_head: ctx.config.num_key_value_heads,
+        head_dim: ctx.config.head_dim,
+    }
+}
 
 impl Layer {
     /// The attention norm of the block input `x`: what q, k and v read.
@@ -22,21 +31,36 @@ impl Layer {
     /// q, k, v of the normed input `h` (n_tok tokens after those in `kv`), RoPE and causal
     /// attention: what o reads.
     pub fn attention(&self, ctx: &BlockCtx, h: &[f32], n_tok: usize, kv: &mut LayerKv) -> Vec<f32> {
-        let cfg = ctx.config;
+        let (q, k, v) = self.rotated_qkv(ctx, h, n_tok, kv.len);
+        let pos0 = kv.len;
+        kv.append(&k, &v);
+        let mut out = vec![0f32; q.len()];
+        causal_attention(attn_shape(ctx), &q, n_tok, pos0, &kv.k, &kv.v, &mut out);
+        out
+    }
+
+    /// [`Layer::attention`] of a whole sequence (positions 0..n_tok) as a bf16 model computes
+    /// it on an accelerator ([`kernels::attention_bf16`]): the calibration pipeline's attention.
+    pub fn sequence_attention_bf16(&self, ctx: &BlockCtx, h: &[f32], n_tok: usize) -> Vec<f32> {
+        let (q, k, v) = self.rotated_qkv(ctx, h, n_tok, 0);
+        let mut out = vec![0f32; q.len()];
+        causal_self_attention(attn_shape(ctx), &q, &k, &v, n_tok, &mut out);
+        out
+    }
+
+    /// q, k (rotated for positions pos0..) and v of the normed input `h`.
+    fn rotated_qkv(
+        &self,
+        ctx: &BlockCtx,
+        h: &[f32],
+        n_tok: usize,
+        pos0: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut q = self.q.forward(h, n_tok);
         let mut k = self.k.forward(h, n_tok);
         let v = self.v.forward(h, n_tok);
-        let pos0 = kv.len;
         ctx.rope.apply_batch(&mut q, &mut k, n_tok, pos0);
-        kv.append(&k, &v);
-        let shape = AttnShape {
-            n_head: cfg.num_attention_heads,
-            n_kv_head: cfg.num_key_value_heads,
-            head_dim: cfg.head_dim,
-        };
-        let mut out = vec![0f32; q.len()];
-        causal_attention(shape, &q, n_tok, pos0, &kv.k, &kv.v, &mut out);
-        out
+        (q, k, v)
     }
 
     /// x += o(attn).

@@ -112,7 +112,7 @@ pub fn quantize_linear(
     statics: Option<StaticScales>,
 ) -> Result<Vec<Vec<u8>>, LinearQuantError> {
     assert_eq!(w.len(), rows * cols, "weight is not rows × cols");
-    if let Some(i) = w.par_iter().position_first(|v| !v.is_finite()) {
+    if let Some(i) = crate::first_nan_or_inf(w) {
         return Err(LinearQuantError::NonFiniteWeight {
             row: i / cols,
             col: i % cols,
