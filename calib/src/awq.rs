@@ -70,26 +70,40 @@ fn gram(acts: &[Vec<f32>], width: usize) -> (Vec<f32>, usize) {
     (g, n)
 }
 
-/// Mean squared difference of two sets of outputs.
+/// Mean squared difference of two sets of outputs: each sample's sum in eight f64 lanes (so it
+/// vectorizes), the samples in parallel, their sums added in order.
 fn mse(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let (mut s, mut n) = (0f64, 0usize);
-    for (x, y) in a.iter().zip(b) {
-        for (p, q) in x.iter().zip(y) {
-            let d = (*p - *q) as f64;
-            s += d * d;
-        }
-        n += x.len();
-    }
-    s / n.max(1) as f64
+    use rayon::prelude::*;
+    let sums: Vec<f64> = a
+        .par_iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let mut lanes = [0f64; 8];
+            let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+            let tail: f64 = xc
+                .remainder()
+                .iter()
+                .zip(yc.remainder())
+                .map(|(p, q)| ((p - q) as f64).powi(2))
+                .sum();
+            for (p, q) in xc.zip(yc) {
+                for ((l, p), q) in lanes.iter_mut().zip(p).zip(q) {
+                    let d = (p - q) as f64;
+                    *l += d * d;
+                }
+            }
+            tail + lanes.iter().sum::<f64>()
+        })
+        .collect();
+    let n: usize = a.iter().map(|x| x.len()).sum();
+    sums.iter().sum::<f64>() / n.max(1) as f64
 }
 
-/// Σ_r Δ_r·G·Δ_rᵀ / (tokens · rows) for Δ = `w` − `w0` (rows × cols): the mean squared output
-/// error of the linear over the tokens G sums, computed with the matmul kernels.
-fn gram_loss(g: &[f32], tokens: usize, cols: usize, w: &[f32], w0: &[f32]) -> f64 {
+/// Σ_r Δ_r·G·Δ_rᵀ / (tokens · rows) for Δ = `w` − `w0` (rows × cols, G = `gm`): the mean squared
+/// output error of the linear over the tokens G sums, computed with the matmul kernels.
+fn gram_loss(gm: &kernels::DenseF32Matrix, tokens: usize, w: &[f32], w0: &[f32]) -> f64 {
     let delta: Vec<f32> = w.iter().zip(w0).map(|(a, b)| a - b).collect();
-    let rows = delta.len() / cols;
-    // In f32: the grid points' losses differ by less than bf16 would resolve.
-    let gm = kernels::DenseF32Matrix::new(g, cols, cols);
+    let rows = delta.len() / gm.cols();
     let mut y = vec![0f32; delta.len()];
     gm.matmul(&delta, rows, &mut y);
     let s: f64 = y
@@ -98,6 +112,12 @@ fn gram_loss(g: &[f32], tokens: usize, cols: usize, w: &[f32], w0: &[f32]) -> f6
         .map(|(a, b)| (*a as f64) * (*b as f64))
         .sum();
     s / (tokens.max(1) * rows) as f64
+}
+
+/// The Gram matrix `g` (cols × cols) for [`gram_loss`], packed once per search. In f32: the grid
+/// points' losses differ by less than bf16 would resolve.
+fn gram_metric(g: &[f32], cols: usize) -> kernels::DenseF32Matrix {
+    kernels::DenseF32Matrix::new(g, cols, cols)
 }
 
 fn scale_columns(layer: &mut Layer, kind: LinearKind, s: &[f32]) {
@@ -280,9 +300,9 @@ impl BlockQuantizer for AwqQuantizer {
         if v_rows == o_cols {
             let a = b.attention(&b.layer, &h);
             let (g, tokens) = gram(&a, o_cols);
-            let w0 = weight_of(&b.layer, O);
+            let (gm, w0) = (gram_metric(&g, o_cols), weight_of(&b.layer, O));
             let s = self.search(b, &[O], &mean_abs(&a, o_cols), |l| {
-                gram_loss(&g, tokens, o_cols, &weight_of(l, O), &w0)
+                gram_loss(&gm, tokens, &weight_of(l, O), &w0)
             })?;
             divide_rows(&mut b.layer, V, &s);
             scale_columns(&mut b.layer, O, &s);
@@ -321,11 +341,11 @@ impl BlockQuantizer for AwqQuantizer {
         let ff = b.layer.down.w.cols();
         let act = b.mlp_acts(&b.layer, &h);
         let (g, tokens) = gram(&act, ff);
-        let w0 = weight_of(&b.layer, Down);
+        let (gm, w0) = (gram_metric(&g, ff), weight_of(&b.layer, Down));
         let s = self.search(b, &[Down], &mean_abs(&act, ff), |l| {
-            gram_loss(&g, tokens, ff, &weight_of(l, Down), &w0)
+            gram_loss(&gm, tokens, &weight_of(l, Down), &w0)
         })?;
-        drop((act, g, w0));
+        drop((act, g, gm, w0));
         divide_rows(&mut b.layer, Up, &s);
         scale_columns(&mut b.layer, Down, &s);
 
@@ -358,6 +378,28 @@ mod tests {
     }
 
     #[test]
+    fn mse_is_the_mean_over_every_value() {
+        let a = vec![vec![1.0f32; 19], vec![0.5f32; 8], vec![]];
+        let b = vec![
+            (0..19).map(|i| i as f32 * 0.25).collect::<Vec<_>>(),
+            vec![2.0f32; 8],
+            vec![],
+        ];
+        let mut want = 0f64;
+        for (x, y) in a.iter().zip(&b) {
+            for (p, q) in x.iter().zip(y) {
+                want += ((p - q) as f64).powi(2);
+            }
+        }
+        want /= 27.0;
+        assert!(
+            (mse(&a, &b) - want).abs() <= 1e-12 * want,
+            "{} vs {want}",
+            mse(&a, &b)
+        );
+    }
+
+    #[test]
     fn gram_loss_is_the_mean_squared_output_error() {
         let (cols, rows) = (5, 3);
         let x: Vec<f32> = (0..4 * cols)
@@ -381,7 +423,7 @@ mod tests {
             }
         }
         direct /= (4 * rows) as f64;
-        let got = gram_loss(&g, n, cols, &w, &w0);
+        let got = gram_loss(&gram_metric(&g, cols), n, &w, &w0);
         assert!((got - direct).abs() < 1e-5 * direct, "{got} vs {direct}");
     }
 

@@ -65,40 +65,33 @@ impl ColumnStats {
     /// Adds `n_tok` rows of `x` (n_tok × cols). Sums in f32 within the call (one sample, as
     /// llama-imatrix sums), in f64 across calls; lanes of whole rows, so the loop vectorizes.
     pub fn add(&mut self, x: &[f32], n_tok: usize) {
-        let cols = self.cols();
-        assert_eq!(
-            x.len(),
-            n_tok * cols,
-            "activation rows are not n_tok × cols"
-        );
-        let (mut sq, mut ab) = (vec![0f32; cols], vec![0f32; cols]);
-        let mut non_finite = 0u64;
-        for row in x.chunks_exact(cols) {
-            for ((((v, s), a), lo), hi) in row
-                .iter()
-                .zip(&mut sq)
-                .zip(&mut ab)
-                .zip(&mut self.min)
-                .zip(&mut self.max)
-            {
-                *s += v * v;
-                *a += v.abs();
-                *lo = lo.min(*v);
-                *hi = hi.max(*v);
-            }
-            non_finite += row.iter().map(|v| !v.is_finite() as u64).sum::<u64>();
-        }
+        let p = Partial::of(x, n_tok, self.cols());
+        self.merge(p);
+    }
+
+    /// Adds a sample's [`Partial`]: merging the samples' partials in order equals adding the
+    /// samples in order.
+    fn merge(&mut self, p: Partial) {
         for ((s, a), (q, b)) in self
             .sum_sq
             .iter_mut()
             .zip(&mut self.sum_abs)
-            .zip(sq.iter().zip(&ab))
+            .zip(p.sq.iter().zip(&p.ab))
         {
             *s += *q as f64;
             *a += *b as f64;
         }
-        self.non_finite += non_finite;
-        self.tokens += n_tok as u64;
+        for ((lo, hi), (l, h)) in self
+            .min
+            .iter_mut()
+            .zip(&mut self.max)
+            .zip(p.min.iter().zip(&p.max))
+        {
+            *lo = lo.min(*l);
+            *hi = hi.max(*h);
+        }
+        self.non_finite += p.non_finite;
+        self.tokens += p.tokens;
     }
 
     /// max |x| of each column.
@@ -119,6 +112,50 @@ impl ColumnStats {
     /// The largest |x| over all columns, or None when some value was not finite.
     pub fn amax(&self) -> Option<f32> {
         (self.non_finite == 0).then(|| self.max_abs().into_iter().fold(0f32, f32::max))
+    }
+}
+
+/// One sample's column sums (f32) and ranges, computed apart so samples can run in parallel.
+struct Partial {
+    sq: Vec<f32>,
+    ab: Vec<f32>,
+    min: Vec<f32>,
+    max: Vec<f32>,
+    tokens: u64,
+    non_finite: u64,
+}
+
+impl Partial {
+    fn of(x: &[f32], n_tok: usize, cols: usize) -> Partial {
+        assert_eq!(
+            x.len(),
+            n_tok * cols,
+            "activation rows are not n_tok × cols"
+        );
+        let mut p = Partial {
+            sq: vec![0.0; cols],
+            ab: vec![0.0; cols],
+            min: vec![f32::INFINITY; cols],
+            max: vec![f32::NEG_INFINITY; cols],
+            tokens: n_tok as u64,
+            non_finite: 0,
+        };
+        for row in x.chunks_exact(cols) {
+            for ((((v, s), a), lo), hi) in row
+                .iter()
+                .zip(&mut p.sq)
+                .zip(&mut p.ab)
+                .zip(&mut p.min)
+                .zip(&mut p.max)
+            {
+                *s += v * v;
+                *a += v.abs();
+                *lo = lo.min(*v);
+                *hi = hi.max(*v);
+            }
+            p.non_finite += row.iter().map(|v| !v.is_finite() as u64).sum::<u64>();
+        }
+        p
     }
 }
 
@@ -199,11 +236,28 @@ struct Collector<F> {
 
 impl<F> Collector<F> {
     fn see(&mut self, layer: usize, kind: LinearKind, acts: &Acts, lens: &[usize]) {
-        if !self.sites.contains(&InputSite::of(kind)) {
+        use rayon::prelude::*;
+        let site = InputSite::of(kind);
+        if !self.sites.contains(&site) {
             return;
         }
-        for (x, &n) in acts.iter().zip(lens) {
-            self.stats.linear_input(layer, kind, x, n);
+        let cols = acts
+            .iter()
+            .zip(lens)
+            .find(|(_, &n)| n > 0)
+            .map_or(0, |(x, &n)| x.len() / n);
+        let parts: Vec<Partial> = acts
+            .par_iter()
+            .zip(lens)
+            .map(|(x, &n)| Partial::of(x, n, cols))
+            .collect();
+        let stats = self
+            .stats
+            .sites
+            .entry((layer, site))
+            .or_insert_with(|| ColumnStats::new(cols));
+        for p in parts {
+            stats.merge(p);
         }
     }
 }

@@ -192,12 +192,12 @@ pub fn to_padded_bf16(
 }
 
 /// The B panels of the bf16 row-major `a` (rows_p × cols_p, multiples of 16 and K): one panel
-/// per 16 rows, each `cols_p / K` tiles. Row r of `a` becomes output column r.
+/// per 16 rows, each `cols_p / K` tiles, packed in parallel. Row r of `a` becomes output column r.
 pub fn pack_panels(a: &[u16], rows_p: usize, cols_p: usize) -> Vec<u32> {
     debug_assert!(rows_p.is_multiple_of(T) && cols_p.is_multiple_of(K));
     let kc = cols_p / K;
     let mut out = vec![0u32; rows_p * cols_p / 2];
-    for (p, panel) in out.chunks_exact_mut(kc * TILE_WORDS).enumerate() {
+    crate::parallel::for_each_chunk_mut(&mut out, kc * TILE_WORDS, |p, panel| {
         for (k, tile) in panel.chunks_exact_mut(TILE_WORDS).enumerate() {
             for j in 0..T {
                 let row = &a[(p * T + j) * cols_p + k * K..][..K];
@@ -206,7 +206,7 @@ pub fn pack_panels(a: &[u16], rows_p: usize, cols_p: usize) -> Vec<u32> {
                 }
             }
         }
-    }
+    });
     out
 }
 
