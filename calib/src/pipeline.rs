@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use quant::groupq::GroupQuant;
 use runtime::export::hf_linear_weight;
 use runtime::model::{BlockCtx, Layer, Linear, LinearKind, Rope, RopeStyle};
@@ -185,12 +187,22 @@ pub fn run(
                     msg: "q/k biases in a llama-layout GGUF are not supported".into(),
                 });
             }
-            let src = orig.linear(kind);
-            let w = hf_linear_weight(model, orig, kind);
-            *layer.linear_mut(kind) = Linear {
-                w: calib_matrix(&w, src.w.rows(), src.w.cols()),
-                bias: src.bias.clone(),
-            };
+        }
+        // The seven weights are unpacked and repacked at once (each alone is a serial copy).
+        let linears: Vec<(LinearKind, Linear)> = LinearKind::ALL
+            .par_iter()
+            .map(|&kind| {
+                let src = orig.linear(kind);
+                let w = hf_linear_weight(model, orig, kind);
+                let lin = Linear {
+                    w: calib_matrix(&w, src.w.rows(), src.w.cols()),
+                    bias: src.bias.clone(),
+                };
+                (kind, lin)
+            })
+            .collect();
+        for (kind, lin) in linears {
+            *layer.linear_mut(kind) = lin;
         }
         let mut block = Block {
             index,
@@ -213,7 +225,6 @@ pub fn run_uncalibrated(
     quantize: impl Fn(LinearKind, &[f32], usize, usize) -> GroupQuant + Sync,
     mut sink: impl FnMut(usize, &Layer, BlockQuant) -> Result<(), PipelineError>,
 ) -> Result<(), PipelineError> {
-    use rayon::prelude::*;
     for (index, layer) in model.layers.iter().enumerate() {
         let quantized: BlockQuant = LinearKind::ALL
             .par_iter()

@@ -12,6 +12,30 @@ use super::forward::BlockCtx;
 use super::kv::LayerKv;
 use super::weights::Layer;
 
+/// Products a stage consumes at once (q, k, v, a residual's product, up's output), kept per
+/// thread: the calibration runs every stage on thousands of equally long samples, and a fresh
+/// buffer each time is zeroed afresh only to be overwritten.
+#[derive(Default)]
+struct Buffers {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    product: Vec<f32>,
+    up: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers::default());
+}
+
+/// Runs `f` with this thread's [`Buffers`] (empty ones if a caller up the stack holds them).
+fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
+    let mut b = BUFFERS.take();
+    let r = f(&mut b);
+    BUFFERS.set(b);
+    r
+}
+
 fn attn_shape(ctx: &BlockCtx) -> AttnShape {
     AttnShape {
         n_head: ctx.config.num_attention_heads,
@@ -31,8 +55,9 @@ impl Layer {
     /// q, k, v of the normed input `h` (n_tok tokens after those in `kv`), RoPE and causal
     /// attention: what o reads.
     pub fn attention(&self, ctx: &BlockCtx, h: &[f32], n_tok: usize, kv: &mut LayerKv) -> Vec<f32> {
-        let (q, k, v) = self.rotated_qkv(ctx, h, n_tok, kv.len);
         let pos0 = kv.len;
+        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        self.rotated_qkv(ctx, h, n_tok, pos0, [&mut q, &mut k, &mut v]);
         kv.append(&k, &v);
         let mut out = vec![0f32; q.len()];
         causal_attention(attn_shape(ctx), &q, n_tok, pos0, &kv.k, &kv.v, &mut out);
@@ -42,30 +67,35 @@ impl Layer {
     /// [`Layer::attention`] of a whole sequence (positions 0..n_tok) as a bf16 model computes
     /// it on an accelerator ([`kernels::attention_bf16`]): the calibration pipeline's attention.
     pub fn sequence_attention_bf16(&self, ctx: &BlockCtx, h: &[f32], n_tok: usize) -> Vec<f32> {
-        let (q, k, v) = self.rotated_qkv(ctx, h, n_tok, 0);
-        let mut out = vec![0f32; q.len()];
-        causal_self_attention(attn_shape(ctx), &q, &k, &v, n_tok, &mut out);
-        out
+        with_buffers(|b| {
+            self.rotated_qkv(ctx, h, n_tok, 0, [&mut b.q, &mut b.k, &mut b.v]);
+            let mut out = vec![0f32; b.q.len()];
+            causal_self_attention(attn_shape(ctx), &b.q, &b.k, &b.v, n_tok, &mut out);
+            out
+        })
     }
 
-    /// q, k (rotated for positions pos0..) and v of the normed input `h`.
+    /// q, k (rotated for positions pos0..) and v of the normed input `h`, into `qkv`.
     fn rotated_qkv(
         &self,
         ctx: &BlockCtx,
         h: &[f32],
         n_tok: usize,
         pos0: usize,
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut q = self.q.forward(h, n_tok);
-        let mut k = self.k.forward(h, n_tok);
-        let v = self.v.forward(h, n_tok);
-        ctx.rope.apply_batch(&mut q, &mut k, n_tok, pos0);
-        (q, k, v)
+        [q, k, v]: [&mut Vec<f32>; 3],
+    ) {
+        self.q.forward_into(h, n_tok, q);
+        self.k.forward_into(h, n_tok, k);
+        self.v.forward_into(h, n_tok, v);
+        ctx.rope.apply_batch(q, k, n_tok, pos0);
     }
 
     /// x += o(attn).
     pub fn attn_residual(&self, x: &mut [f32], attn: &[f32], n_tok: usize) {
-        add_assign(x, &self.o.forward(attn, n_tok));
+        with_buffers(|b| {
+            self.o.forward_into(attn, n_tok, &mut b.product);
+            add_assign(x, &b.product);
+        })
     }
 
     /// The MLP norm of `x` (after the attention residual): what gate and up read.
@@ -78,14 +108,19 @@ impl Layer {
     /// silu(gate(h)) · up(h): what down reads.
     pub fn mlp_act(&self, h: &[f32], n_tok: usize) -> Vec<f32> {
         let mut g = self.gate.forward(h, n_tok);
-        let u = self.up.forward(h, n_tok);
-        swiglu(&mut g, &u);
+        with_buffers(|b| {
+            self.up.forward_into(h, n_tok, &mut b.up);
+            swiglu(&mut g, &b.up);
+        });
         g
     }
 
     /// x += down(act).
     pub fn mlp_residual(&self, x: &mut [f32], act: &[f32], n_tok: usize) {
-        add_assign(x, &self.down.forward(act, n_tok));
+        with_buffers(|b| {
+            self.down.forward_into(act, n_tok, &mut b.product);
+            add_assign(x, &b.product);
+        })
     }
 }
 
