@@ -176,17 +176,15 @@ pub fn run(
     let config = &model.config;
     for (index, orig) in model.layers.iter().enumerate() {
         let mut layer = orig.clone();
-        for kind in LinearKind::ALL {
-            if permuted
-                && matches!(kind, LinearKind::Q | LinearKind::K)
-                && orig.linear(kind).bias.is_some()
-            {
-                return Err(PipelineError::Linear {
-                    layer: index,
-                    kind,
-                    msg: "q/k biases in a llama-layout GGUF are not supported".into(),
-                });
-            }
+        let biased_qk = [LinearKind::Q, LinearKind::K]
+            .into_iter()
+            .find(|&k| orig.linear(k).bias.is_some());
+        if let (true, Some(kind)) = (permuted, biased_qk) {
+            return Err(PipelineError::Linear {
+                layer: index,
+                kind,
+                msg: "q/k biases in a llama-layout GGUF are not supported".into(),
+            });
         }
         // The seven weights are unpacked and repacked at once (each alone is a serial copy).
         let linears: Vec<(LinearKind, Linear)> = LinearKind::ALL

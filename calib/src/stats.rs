@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use runtime::model::{LinearKind, Observer};
+use runtime::model::{Layer, LinearKind, Observer};
 use runtime::Model;
 
 use crate::pipeline::{Acts, Block, BlockQuant, BlockQuantizer, PipelineError};
@@ -235,17 +235,15 @@ struct Collector<F> {
 }
 
 impl<F> Collector<F> {
-    fn see(&mut self, layer: usize, kind: LinearKind, acts: &Acts, lens: &[usize]) {
+    /// Adds the statistics of `acts`, the inputs of `kind` in `layer` (block `index`; one entry
+    /// per sample of `lens` tokens), when its site is wanted.
+    fn see(&mut self, layer: &Layer, index: usize, kind: LinearKind, acts: &Acts, lens: &[usize]) {
         use rayon::prelude::*;
         let site = InputSite::of(kind);
         if !self.sites.contains(&site) {
             return;
         }
-        let cols = acts
-            .iter()
-            .zip(lens)
-            .find(|(_, &n)| n > 0)
-            .map_or(0, |(x, &n)| x.len() / n);
+        let cols = layer.linear(kind).w.cols();
         let parts: Vec<Partial> = acts
             .par_iter()
             .zip(lens)
@@ -254,7 +252,7 @@ impl<F> Collector<F> {
         let stats = self
             .stats
             .sites
-            .entry((layer, site))
+            .entry((index, site))
             .or_insert_with(|| ColumnStats::new(cols));
         for p in parts {
             stats.merge(p);
@@ -266,14 +264,14 @@ impl<F: FnMut(usize)> BlockQuantizer for Collector<F> {
     fn quantize_block(&mut self, b: &mut Block) -> Result<BlockQuant, PipelineError> {
         let (layer, lens) = (b.layer.clone(), b.sample_lens());
         let h = b.attn_inputs(&layer);
-        self.see(b.index, LinearKind::Q, &h, &lens);
+        self.see(&layer, b.index, LinearKind::Q, &h, &lens);
         let a = b.attention(&layer, &h);
-        self.see(b.index, LinearKind::O, &a, &lens);
+        self.see(&layer, b.index, LinearKind::O, &a, &lens);
         b.attn_residual(&a);
         let h = b.mlp_inputs(&layer);
-        self.see(b.index, LinearKind::Gate, &h, &lens);
+        self.see(&layer, b.index, LinearKind::Gate, &h, &lens);
         let act = b.mlp_acts(&layer, &h);
-        self.see(b.index, LinearKind::Down, &act, &lens);
+        self.see(&layer, b.index, LinearKind::Down, &act, &lens);
         b.mlp_residual(&act);
         (self.progress)(b.index + 1);
         Ok(BlockQuant::new())
