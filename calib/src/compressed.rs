@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use quant::fp8;
 use quant::hf::compressed_tensors::{
     quantize_linear, LinearQuantError, ScaleDtype, Scheme, StaticScales,
@@ -238,13 +240,13 @@ fn convert_block(
 ) -> Result<(Layer, QuantizedLinears), ConvertError> {
     let mut block = layer.clone();
     let mut weights: BTreeMap<LinearKind, Vec<f32>> = LinearKind::ALL
-        .iter()
+        .par_iter()
         .map(|&k| (k, hf_linear_weight(model, layer, k)))
         .collect();
     if let (Some(alpha), Some(stats)) = (opts.smoothquant, stats) {
         smooth_block(i, &mut block, &mut weights, stats, alpha, dtype, notes)?;
     }
-    let mut quantized = QuantizedLinears::new();
+    let mut jobs = Vec::new();
     for kinds in FUSED {
         let statics = match (opts.scheme, stats) {
             (Scheme::Fp8Static, Some(stats)) => {
@@ -261,9 +263,13 @@ fn convert_block(
             }
             _ => None,
         };
-        for &k in kinds {
+        jobs.extend(kinds.iter().map(|&k| (k, statics)));
+    }
+    let quantized = jobs
+        .into_par_iter()
+        .map(|(k, statics)| {
             let lin = &layer.linear(k).w;
-            let t = quantize_linear(
+            quantize_linear(
                 opts.scheme,
                 &weights[&k],
                 lin.rows(),
@@ -271,14 +277,17 @@ fn convert_block(
                 dtype,
                 statics,
             )
+            .map(|t| (k, t))
             .map_err(|source| ConvertError::Linear {
                 layer: i,
                 module: k.hf_name(),
                 source,
-            })?;
-            quantized.insert(k, t);
-        }
-    }
+            })
+        })
+        .collect::<Vec<_>>()
+        // The first failing linear in block order, whichever thread found it first.
+        .into_iter()
+        .collect::<Result<QuantizedLinears, _>>()?;
     Ok((block, quantized))
 }
 
@@ -322,13 +331,18 @@ pub(crate) fn smooth_block(
                 "layer {i} {norm}: {floored} channels with no activation range kept SmoothQuant's floor scale 1e-5"
             ));
         }
-        for k in kinds {
-            let w = weights.get_mut(k).expect("every kind");
-            smoothquant::scale_columns(w, &s);
-            for v in w.iter_mut() {
-                *v = dtype.round(*v);
-            }
-        }
+        let smoothed: Vec<&mut Vec<f32>> = weights
+            .iter_mut()
+            .filter_map(|(k, w)| kinds.contains(k).then_some(w))
+            .collect();
+        smoothed.into_par_iter().for_each(|w| {
+            w.par_chunks_mut(cols).for_each(|row| {
+                smoothquant::scale_columns(row, &s);
+                for v in row.iter_mut() {
+                    *v = dtype.round(*v);
+                }
+            })
+        });
         let stored = Arc::new(stored);
         if norm == "input_layernorm" {
             block.attn_norm = stored;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use runtime::tokenizer::{ChatMessage, Tokenizer};
 use serde_json::Value;
 
@@ -114,20 +115,30 @@ pub fn load(path: &Path, tok: &Tokenizer, opts: &CalibOptions) -> Result<CalibSe
         path: path.to_owned(),
         source,
     })?;
+    // Records tokenized in parallel, kept in file order; the first bad line (in file order)
+    // is the error reported.
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let tokenized: Vec<Result<Vec<u32>, CalibError>> = lines
+        .into_par_iter()
+        .map(|(i, line)| {
+            let err = |msg: String| CalibError::Line {
+                path: path.to_owned(),
+                line: i + 1,
+                msg,
+            };
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| err(format!("not valid JSON: {e}")))?;
+            let t = record_text(&v, tok).map_err(err)?;
+            tok.encode(&t, false).map_err(|e| err(e.to_string()))
+        })
+        .collect();
     let mut docs: Vec<Vec<u32>> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |msg: String| CalibError::Line {
-            path: path.to_owned(),
-            line: i + 1,
-            msg,
-        };
-        let v: Value =
-            serde_json::from_str(line).map_err(|e| err(format!("not valid JSON: {e}")))?;
-        let t = record_text(&v, tok).map_err(err)?;
-        let ids = tok.encode(&t, false).map_err(|e| err(e.to_string()))?;
+    for ids in tokenized {
+        let ids = ids?;
         if !ids.is_empty() {
             docs.push(ids);
         }

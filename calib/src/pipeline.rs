@@ -51,6 +51,8 @@ pub struct Block<'a> {
     config: &'a quant::hf::LlamaConfig,
     rope: &'a Rope,
     hidden: &'a mut [Vec<f32>],
+    /// Whether this is the model's last block (its outputs feed nothing).
+    last: bool,
 }
 
 /// Per-sample activations at one site (n_tok × width each).
@@ -91,6 +93,51 @@ impl Block<'_> {
         h.iter()
             .map(|h| layer.sequence_attention_bf16(&ctx, h, h.len() / d))
             .collect()
+    }
+
+    /// Every sample through the whole block with `layer` (whose weights must not change in
+    /// between: for quantizers that only observe), [`Layer::calibration_pass`] on one thread
+    /// per sample, so nothing but the hidden states outlives a sample and the products run
+    /// without the synchronization of splitting each one over threads. `see(sample, site,
+    /// input, n_tok)` is called at each of the block's [`SITES`](runtime::model::staged::SITES) up to `last_site` (only
+    /// the last block stops early: its outputs feed nothing); its results come back per
+    /// sample, in site order. The hidden states become the block's outputs.
+    pub fn observe_samples<T: Send>(
+        &mut self,
+        layer: &Layer,
+        last_site: LinearKind,
+        see: impl Fn(usize, LinearKind, &[f32], usize) -> T + Sync,
+    ) -> Vec<Vec<T>> {
+        let ctx = BlockCtx {
+            config: self.config,
+            rope: self.rope,
+        };
+        let d = self.hidden_size();
+        let stop = if self.last {
+            last_site
+        } else {
+            LinearKind::Down
+        };
+        let pass = |s: usize, x: &mut Vec<f32>| {
+            let n = x.len() / d;
+            let mut seen = Vec::new();
+            layer.calibration_pass(&ctx, x, n, stop, |kind, input| {
+                seen.push(see(s, kind, input, n))
+            });
+            seen
+        };
+        let mut out: Vec<Vec<T>> = (0..self.hidden.len()).map(|_| Vec::new()).collect();
+        if self.hidden.len() < kernels::parallel::threads() {
+            // Too few samples to occupy the threads: each product is split over them instead.
+            for (s, (x, o)) in self.hidden.iter_mut().zip(&mut out).enumerate() {
+                *o = pass(s, x);
+            }
+        } else {
+            kernels::parallel::for_each_chunk_pair_mut(self.hidden, 1, &mut out, 1, |s, x, o| {
+                o[0] = pass(s, &mut x[0])
+            });
+        }
+        out
     }
 
     /// Every sample's hidden state (the block's inputs, or its outputs once both residuals
@@ -208,6 +255,7 @@ pub fn run(
             config,
             rope: &rope,
             hidden: &mut hidden,
+            last: index + 1 == model.layers.len(),
         };
         let quantized = quantizer.quantize_block(&mut block)?;
         let layer = block.layer;

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use runtime::model::{Layer, LinearKind, Observer};
+use runtime::model::staged::SITES;
+use runtime::model::{LinearKind, Observer};
 use runtime::Model;
 
-use crate::pipeline::{Acts, Block, BlockQuant, BlockQuantizer, PipelineError};
+use crate::pipeline::{Block, BlockQuant, BlockQuantizer, PipelineError};
 
 /// Where a linear's input comes from; linears reading the same activations share one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -140,21 +141,21 @@ impl Partial {
             tokens: n_tok as u64,
             non_finite: 0,
         };
+        // Indexing slices of one length (not a zip of five) lets the loop vectorize; the
+        // comparisons skip NaN as f32::min and max do.
+        let (sq, ab) = (&mut p.sq[..cols], &mut p.ab[..cols]);
+        let (lo, hi) = (&mut p.min[..cols], &mut p.max[..cols]);
         for row in x.chunks_exact(cols) {
-            for ((((v, s), a), lo), hi) in row
-                .iter()
-                .zip(&mut p.sq)
-                .zip(&mut p.ab)
-                .zip(&mut p.min)
-                .zip(&mut p.max)
-            {
-                *s += v * v;
-                *a += v.abs();
-                *lo = lo.min(*v);
-                *hi = hi.max(*v);
+            let row = &row[..cols];
+            for j in 0..cols {
+                let v = row[j];
+                sq[j] += v * v;
+                ab[j] += v.abs();
+                lo[j] = if v < lo[j] { v } else { lo[j] };
+                hi[j] = if v > hi[j] { v } else { hi[j] };
             }
-            p.non_finite += row.iter().map(|v| !v.is_finite() as u64).sum::<u64>();
         }
+        p.non_finite = x.iter().map(|v| !v.is_finite() as u64).sum();
         p
     }
 }
@@ -234,45 +235,33 @@ struct Collector<F> {
     progress: F,
 }
 
-impl<F> Collector<F> {
-    /// Adds the statistics of `acts`, the inputs of `kind` in `layer` (block `index`; one entry
-    /// per sample of `lens` tokens), when its site is wanted.
-    fn see(&mut self, layer: &Layer, index: usize, kind: LinearKind, acts: &Acts, lens: &[usize]) {
-        use rayon::prelude::*;
-        let site = InputSite::of(kind);
-        if !self.sites.contains(&site) {
-            return;
-        }
-        let cols = layer.linear(kind).w.cols();
-        let parts: Vec<Partial> = acts
-            .par_iter()
-            .zip(lens)
-            .map(|(x, &n)| Partial::of(x, n, cols))
-            .collect();
-        let stats = self
-            .stats
-            .sites
-            .entry((index, site))
-            .or_insert_with(|| ColumnStats::new(cols));
-        for p in parts {
-            stats.merge(p);
-        }
-    }
-}
-
 impl<F: FnMut(usize)> BlockQuantizer for Collector<F> {
     fn quantize_block(&mut self, b: &mut Block) -> Result<BlockQuant, PipelineError> {
-        let (layer, lens) = (b.layer.clone(), b.sample_lens());
-        let h = b.attn_inputs(&layer);
-        self.see(&layer, b.index, LinearKind::Q, &h, &lens);
-        let a = b.attention(&layer, &h);
-        self.see(&layer, b.index, LinearKind::O, &a, &lens);
-        b.attn_residual(&a);
-        let h = b.mlp_inputs(&layer);
-        self.see(&layer, b.index, LinearKind::Gate, &h, &lens);
-        let act = b.mlp_acts(&layer, &h);
-        self.see(&layer, b.index, LinearKind::Down, &act, &lens);
-        b.mlp_residual(&act);
+        let layer = b.layer.clone();
+        let wanted: Vec<LinearKind> = SITES
+            .into_iter()
+            .filter(|k| self.sites.contains(&InputSite::of(*k)))
+            .collect();
+        let Some(&last) = wanted.last() else {
+            return Ok(BlockQuant::new());
+        };
+        let parts = b.observe_samples(&layer, last, |_, kind, x, n| {
+            wanted
+                .contains(&kind)
+                .then(|| Partial::of(x, n, layer.linear(kind).w.cols()))
+        });
+        // Merged in sample order: the same sums whatever thread computed each sample.
+        for sample in parts {
+            for (kind, p) in SITES.into_iter().zip(sample) {
+                let Some(p) = p else { continue };
+                let cols = p.sq.len();
+                self.stats
+                    .sites
+                    .entry((b.index, InputSite::of(kind)))
+                    .or_insert_with(|| ColumnStats::new(cols))
+                    .merge(p);
+            }
+        }
         (self.progress)(b.index + 1);
         Ok(BlockQuant::new())
     }

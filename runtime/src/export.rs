@@ -14,6 +14,7 @@ use kernels::SharedMatrix;
 use quant::atomic::AtomicOutput;
 use quant::hf::ModelCard;
 use quant::safetensors_out::{Dtype, ShardedWriter, TensorSpec};
+use rayon::prelude::*;
 
 use crate::model::{Layer, LinearKind, Model, RopeStyle};
 
@@ -148,9 +149,9 @@ pub fn hf_linear_weight(model: &Model, layer: &Layer, kind: LinearKind) -> Vec<f
     let permuted = is_permuted(model, kind).then_some(model.config.head_dim);
     let cols = m.cols();
     let mut w = vec![0f32; m.rows() * cols];
-    for (r, row) in w.chunks_exact_mut(cols).enumerate() {
-        hf_row(m, permuted, r, row);
-    }
+    w.par_chunks_exact_mut(cols)
+        .enumerate()
+        .for_each(|(r, row)| hf_row(m, permuted, r, row));
     w
 }
 

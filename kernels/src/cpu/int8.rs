@@ -240,7 +240,7 @@ mod x86 {
             j += 32;
         }
         for k in j..n {
-            q[k] = quant::int8::round_saturate((x[k] * inv) as f64);
+            q[k] = quant::int8::round_saturate(x[k] * inv);
         }
         amax / 127.0
     }

@@ -10,7 +10,16 @@ use kernels::ops::{add_assign, rms_norm, swiglu};
 
 use super::forward::BlockCtx;
 use super::kv::LayerKv;
-use super::weights::Layer;
+use super::weights::{Layer, LinearKind};
+
+/// The linear-input sites of a block in the order its forward pass reaches them, each named by
+/// the first linear that reads it (k and v read q's input, up reads gate's).
+pub const SITES: [LinearKind; 4] = [
+    LinearKind::Q,
+    LinearKind::O,
+    LinearKind::Gate,
+    LinearKind::Down,
+];
 
 /// Products a stage consumes at once (q, k, v, a residual's product, up's output), kept per
 /// thread: the calibration runs every stage on thousands of equally long samples, and a fresh
@@ -22,6 +31,10 @@ struct Buffers {
     v: Vec<f32>,
     product: Vec<f32>,
     up: Vec<f32>,
+    /// The stages of [`Layer::calibration_pass`]: a norm's output, attention, gate's output.
+    normed: Vec<f32>,
+    attn: Vec<f32>,
+    act: Vec<f32>,
 }
 
 thread_local! {
@@ -50,6 +63,50 @@ impl Layer {
         let mut h = vec![0f32; x.len()];
         rms_norm(x, &self.attn_norm, ctx.config.rms_norm_eps as f32, &mut h);
         h
+    }
+
+    /// One whole sequence (positions 0..n_tok) through the block as the chained stages compute
+    /// it (bf16 attention; the linears as they are), with every product in this thread's
+    /// buffers: `see(site, input)` is called at each of [`SITES`] up to and including
+    /// `stop_after`. With `stop_after` = down, `x` becomes the block's output; an earlier site
+    /// leaves the stages after it undone (for a last block whose outputs nothing reads).
+    pub fn calibration_pass(
+        &self,
+        ctx: &BlockCtx,
+        x: &mut [f32],
+        n_tok: usize,
+        stop_after: LinearKind,
+        mut see: impl FnMut(LinearKind, &[f32]),
+    ) {
+        let eps = ctx.config.rms_norm_eps as f32;
+        with_buffers(|b| {
+            b.normed.resize(x.len(), 0.0);
+            rms_norm(x, &self.attn_norm, eps, &mut b.normed);
+            see(LinearKind::Q, &b.normed);
+            if stop_after == LinearKind::Q {
+                return;
+            }
+            self.rotated_qkv(ctx, &b.normed, n_tok, 0, [&mut b.q, &mut b.k, &mut b.v]);
+            b.attn.resize(b.q.len(), 0.0);
+            causal_self_attention(attn_shape(ctx), &b.q, &b.k, &b.v, n_tok, &mut b.attn);
+            see(LinearKind::O, &b.attn);
+            if stop_after == LinearKind::O {
+                return;
+            }
+            self.o.forward_into(&b.attn, n_tok, &mut b.product);
+            add_assign(x, &b.product);
+            rms_norm(x, &self.ffn_norm, eps, &mut b.normed);
+            see(LinearKind::Gate, &b.normed);
+            if stop_after == LinearKind::Gate {
+                return;
+            }
+            self.gate.forward_into(&b.normed, n_tok, &mut b.act);
+            self.up.forward_into(&b.normed, n_tok, &mut b.up);
+            swiglu(&mut b.act, &b.up);
+            see(LinearKind::Down, &b.act);
+            self.down.forward_into(&b.act, n_tok, &mut b.product);
+            add_assign(x, &b.product);
+        })
     }
 
     /// q, k, v of the normed input `h` (n_tok tokens after those in `kv`), RoPE and causal
@@ -126,8 +183,9 @@ impl Layer {
 
 #[cfg(test)]
 mod tests {
+    use super::SITES;
     use crate::model::synthetic::SyntheticSpec;
-    use crate::model::LayerKv;
+    use crate::model::{LayerKv, LinearKind};
 
     #[test]
     fn chained_stages_equal_the_block_forward() {
@@ -151,6 +209,47 @@ mod tests {
             let act = layer.mlp_act(&h2, n);
             layer.mlp_residual(&mut x, &act, n);
             assert_eq!(x, want, "block {i}");
+        }
+    }
+
+    #[test]
+    fn the_calibration_pass_equals_the_chained_bf16_stages() {
+        let spec = SyntheticSpec {
+            qkv_bias: true,
+            ..SyntheticSpec::default()
+        };
+        let model = spec.build(6);
+        let ctx = model.block_ctx();
+        let n = 9;
+        let x0 = model.embed_tokens(&[2, 7, 1, 8, 2, 8, 1, 8, 2]);
+        for layer in &model.layers {
+            let mut want = vec![x0.clone()];
+            let mut x = x0.clone();
+            let h = layer.attn_input(&ctx, &x);
+            let a = layer.sequence_attention_bf16(&ctx, &h, n);
+            layer.attn_residual(&mut x, &a, n);
+            let h2 = layer.mlp_input(&ctx, &x);
+            let act = layer.mlp_act(&h2, n);
+            let after_attn = x.clone();
+            layer.mlp_residual(&mut x, &act, n);
+            want.push(x);
+            for (stop, inputs, out) in [
+                (LinearKind::Down, vec![&h, &a, &h2, &act], &want[1]),
+                (LinearKind::Gate, vec![&h, &a, &h2], &after_attn),
+                (LinearKind::Q, vec![&h], &want[0]),
+            ] {
+                let mut seen = Vec::new();
+                let mut y = x0.clone();
+                layer.calibration_pass(&ctx, &mut y, n, stop, |kind, input| {
+                    seen.push((kind, input.to_vec()))
+                });
+                let kinds: Vec<_> = seen.iter().map(|(k, _)| *k).collect();
+                assert_eq!(kinds, SITES[..inputs.len()], "sites up to {stop:?}");
+                for ((_, got), want) in seen.iter().zip(&inputs) {
+                    assert_eq!(got, *want, "{stop:?}");
+                }
+                assert_eq!(&y, out, "hidden state after {stop:?}");
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ pub enum ScaleDtype {
 
 impl ScaleDtype {
     /// `v` rounded to this dtype (to nearest, ties to even), as an f32.
+    #[inline]
     pub fn round(self, v: f32) -> f32 {
         match self {
             ScaleDtype::F32 => v,
