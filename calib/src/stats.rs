@@ -310,6 +310,23 @@ mod tests {
         let kept: Vec<_> = some.sites().map(|(k, _)| *k).collect();
         assert_eq!(kept, [(0, InputSite::MlpIn), (1, InputSite::MlpIn)]);
         assert_eq!(some.get(1, LinearKind::Up), got.get(1, LinearKind::Up));
+        // One sample at a time runs each product over the threads, several samples one per
+        // thread: per sample the same numbers, so the runs on each sample alone combine
+        // exactly into the run on both.
+        let alone: Vec<ActivationStats> = samples
+            .iter()
+            .map(|s| collect_blockwise(&model, std::slice::from_ref(s), &all, |_| {}).unwrap())
+            .collect();
+        for ((site, g), (a, b)) in got.sites().zip(
+            alone[0]
+                .sites()
+                .map(|x| x.1)
+                .zip(alone[1].sites().map(|x| x.1)),
+        ) {
+            let sum: Vec<f64> = a.sum_sq.iter().zip(&b.sum_sq).map(|(x, y)| x + y).collect();
+            let max: Vec<f32> = a.max.iter().zip(&b.max).map(|(x, y)| x.max(*y)).collect();
+            assert_eq!((&g.sum_sq, &g.max), (&sum, &max), "{site:?}");
+        }
         assert_eq!(got.sites().count(), want.sites().count());
         for ((site, g), (site2, w)) in got.sites().zip(want.sites()) {
             assert_eq!(site, site2);

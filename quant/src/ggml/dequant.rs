@@ -67,12 +67,26 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), C
             }
         },
         GgmlType::BF16 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                // half's conversion, without its branch (the loop vectorizes): the bits widen
-                // exactly; a NaN gets its quiet bit.
-                let b = u16::from_le_bytes([c[0], c[1]]) as u32;
+            // half's conversion without its branch, so the loop vectorizes: the bits widen
+            // exactly; a NaN gets its quiet bit.
+            let widen = |b: u16| {
+                let b = b as u32;
                 let b = if b & 0x7fff > 0x7f80 { b | 0x40 } else { b };
-                *d = f32::from_bits(b << 16);
+                f32::from_bits(b << 16)
+            };
+            match bytemuck::try_cast_slice::<u8, u16>(src) {
+                // Whole u16 loads where the row is aligned (safetensors data nearly always is).
+                #[cfg(target_endian = "little")]
+                Ok(bits) => {
+                    for (d, b) in dst.iter_mut().zip(bits) {
+                        *d = widen(*b);
+                    }
+                }
+                _ => {
+                    for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                        *d = widen(u16::from_le_bytes([c[0], c[1]]));
+                    }
+                }
             }
         }
         GgmlType::Q4_0 => each(src, dst, dequant_q4_0),

@@ -1,5 +1,8 @@
 //! Rotary position embeddings, including Llama 3 frequency scaling and linear interpolation.
 
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
 use quant::hf::{LlamaConfig, RopeScaling};
 
 /// Which dimensions rotate together.
@@ -19,7 +22,14 @@ pub struct Rope {
     inv_freq: Vec<f64>,
     /// Positions are divided by this (linear scaling).
     pos_scale: f64,
+    /// [`Rope::angles`] of the first positions (up to [`TABLE_POSITIONS`]), computed at first
+    /// use: a calibration run rotates the same positions in every block of every sample.
+    table: Arc<OnceLock<Vec<(f32, f32)>>>,
+    positions: usize,
 }
+
+/// Positions whose angles [`Rope`] keeps (a table of 2 MB for 64-wide heads).
+const TABLE_POSITIONS: usize = 8192;
 
 impl Rope {
     /// `freq_factors` (GGUF `rope_freqs.weight`) divide the frequencies when present.
@@ -59,6 +69,8 @@ impl Rope {
             style,
             inv_freq,
             pos_scale,
+            table: Arc::default(),
+            positions: cfg.max_position_embeddings.min(TABLE_POSITIONS),
         }
     }
 
@@ -95,7 +107,20 @@ impl Rope {
     }
 
     /// (cos, sin) of each rotated pair's angle at position `pos`.
-    fn angles(&self, pos: usize) -> Vec<(f32, f32)> {
+    fn angles(&self, pos: usize) -> Cow<'_, [(f32, f32)]> {
+        let n = self.inv_freq.len();
+        let table = self.table.get_or_init(|| {
+            (0..self.positions)
+                .flat_map(|p| self.computed_angles(p))
+                .collect()
+        });
+        match table.get(pos * n..(pos + 1) * n) {
+            Some(cs) => Cow::Borrowed(cs),
+            None => Cow::Owned(self.computed_angles(pos)),
+        }
+    }
+
+    fn computed_angles(&self, pos: usize) -> Vec<(f32, f32)> {
         let p = pos as f64 / self.pos_scale;
         self.inv_freq
             .iter()
