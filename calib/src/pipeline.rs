@@ -357,6 +357,40 @@ mod tests {
     }
 
     #[test]
+    fn q_k_biases_of_a_llama_layout_model_are_refused() {
+        // A llama-layout GGUF stores q and k rows permuted for adjacent-pair RoPE; their
+        // biases would need the same permutation, which the pipeline does not undo.
+        let mut model = SyntheticSpec {
+            qkv_bias: true,
+            ..SyntheticSpec::default()
+        }
+        .build(3);
+        model.rope.style = RopeStyle::Adjacent;
+        let err = run(
+            &model,
+            &[vec![1u32, 2, 3]],
+            &mut Identity(Vec::new()),
+            |_, _, _| panic!("no block may be written"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PipelineError::Linear {
+                    layer: 0,
+                    kind: LinearKind::Q,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "model.layers.0.self_attn.q_proj: q/k biases in a llama-layout GGUF are not supported"
+        );
+    }
+
+    #[test]
     fn gram_accumulation_matches_the_reference_hessian() {
         let acts = vec![
             vec![1.0f32, 2.0, -1.0, 0.5, 3.0, 1.0],
