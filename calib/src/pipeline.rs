@@ -98,15 +98,15 @@ impl Block<'_> {
     /// Every sample through the whole block with `layer` (whose weights must not change in
     /// between: for quantizers that only observe), [`Layer::calibration_pass`] on one thread
     /// per sample, so nothing but the hidden states outlives a sample and the products run
-    /// without the synchronization of splitting each one over threads. `see(sample, site,
-    /// input, n_tok)` is called at each of the block's [`SITES`](runtime::model::staged::SITES) up to `last_site` (only
-    /// the last block stops early: its outputs feed nothing); its results come back per
-    /// sample, in site order. The hidden states become the block's outputs.
+    /// without the synchronization of splitting each one over threads. `see(site, input,
+    /// n_tok)` is called at each of the block's [`SITES`](runtime::model::staged::SITES) up
+    /// to `last_site` (only the last block stops early: its outputs feed nothing); its results
+    /// come back per sample, in site order. The hidden states become the block's outputs.
     pub fn observe_samples<T: Send>(
         &mut self,
         layer: &Layer,
         last_site: LinearKind,
-        see: impl Fn(usize, LinearKind, &[f32], usize) -> T + Sync,
+        see: impl Fn(LinearKind, &[f32], usize) -> T + Sync,
     ) -> Vec<Vec<T>> {
         let ctx = BlockCtx {
             config: self.config,
@@ -118,23 +118,23 @@ impl Block<'_> {
         } else {
             LinearKind::Down
         };
-        let pass = |s: usize, x: &mut Vec<f32>| {
+        let pass = |x: &mut Vec<f32>| {
             let n = x.len() / d;
             let mut seen = Vec::new();
             layer.calibration_pass(&ctx, x, n, stop, |kind, input| {
-                seen.push(see(s, kind, input, n))
+                seen.push(see(kind, input, n))
             });
             seen
         };
         let mut out: Vec<Vec<T>> = (0..self.hidden.len()).map(|_| Vec::new()).collect();
         if self.hidden.len() < kernels::parallel::threads() {
             // Too few samples to occupy the threads: each product is split over them instead.
-            for (s, (x, o)) in self.hidden.iter_mut().zip(&mut out).enumerate() {
-                *o = pass(s, x);
+            for (x, o) in self.hidden.iter_mut().zip(&mut out) {
+                *o = pass(x);
             }
         } else {
-            kernels::parallel::for_each_chunk_pair_mut(self.hidden, 1, &mut out, 1, |s, x, o| {
-                o[0] = pass(s, &mut x[0])
+            kernels::parallel::for_each_chunk_pair_mut(self.hidden, 1, &mut out, 1, |_, x, o| {
+                o[0] = pass(&mut x[0])
             });
         }
         out

@@ -245,7 +245,7 @@ impl<F: FnMut(usize)> BlockQuantizer for Collector<F> {
         let Some(&last) = wanted.last() else {
             return Ok(BlockQuant::new());
         };
-        let parts = b.observe_samples(&layer, last, |_, kind, x, n| {
+        let parts = b.observe_samples(&layer, last, |kind, x, n| {
             wanted
                 .contains(&kind)
                 .then(|| Partial::of(x, n, layer.linear(kind).w.cols()))

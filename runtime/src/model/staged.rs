@@ -10,7 +10,7 @@ use kernels::ops::{add_assign, rms_norm, swiglu};
 
 use super::forward::BlockCtx;
 use super::kv::LayerKv;
-use super::weights::{Layer, LinearKind};
+use super::weights::{Layer, Linear, LinearKind};
 
 /// The linear-input sites of a block in the order its forward pass reaches them, each named by
 /// the first linear that reads it (k and v read q's input, up reads gate's).
@@ -57,11 +57,23 @@ fn attn_shape(ctx: &BlockCtx) -> AttnShape {
     }
 }
 
+/// `out` ← RMSNorm(x) with `w` (resized to x; every element overwritten).
+fn norm_into(ctx: &BlockCtx, x: &[f32], w: &[f32], out: &mut Vec<f32>) {
+    out.resize(x.len(), 0.0);
+    rms_norm(x, w, ctx.config.rms_norm_eps as f32, out);
+}
+
+/// x += lin(input), the product in `product`.
+fn add_product(lin: &Linear, x: &mut [f32], input: &[f32], n_tok: usize, product: &mut Vec<f32>) {
+    lin.forward_into(input, n_tok, product);
+    add_assign(x, product);
+}
+
 impl Layer {
     /// The attention norm of the block input `x`: what q, k and v read.
     pub fn attn_input(&self, ctx: &BlockCtx, x: &[f32]) -> Vec<f32> {
-        let mut h = vec![0f32; x.len()];
-        rms_norm(x, &self.attn_norm, ctx.config.rms_norm_eps as f32, &mut h);
+        let mut h = Vec::new();
+        norm_into(ctx, x, &self.attn_norm, &mut h);
         h
     }
 
@@ -78,34 +90,27 @@ impl Layer {
         stop_after: LinearKind,
         mut see: impl FnMut(LinearKind, &[f32]),
     ) {
-        let eps = ctx.config.rms_norm_eps as f32;
         with_buffers(|b| {
-            b.normed.resize(x.len(), 0.0);
-            rms_norm(x, &self.attn_norm, eps, &mut b.normed);
+            norm_into(ctx, x, &self.attn_norm, &mut b.normed);
             see(LinearKind::Q, &b.normed);
             if stop_after == LinearKind::Q {
                 return;
             }
-            self.rotated_qkv(ctx, &b.normed, n_tok, 0, [&mut b.q, &mut b.k, &mut b.v]);
-            b.attn.resize(b.q.len(), 0.0);
-            causal_self_attention(attn_shape(ctx), &b.q, &b.k, &b.v, n_tok, &mut b.attn);
+            let qkv = [&mut b.q, &mut b.k, &mut b.v];
+            self.attention_bf16_into(ctx, &b.normed, n_tok, qkv, &mut b.attn);
             see(LinearKind::O, &b.attn);
             if stop_after == LinearKind::O {
                 return;
             }
-            self.o.forward_into(&b.attn, n_tok, &mut b.product);
-            add_assign(x, &b.product);
-            rms_norm(x, &self.ffn_norm, eps, &mut b.normed);
+            add_product(&self.o, x, &b.attn, n_tok, &mut b.product);
+            norm_into(ctx, x, &self.ffn_norm, &mut b.normed);
             see(LinearKind::Gate, &b.normed);
             if stop_after == LinearKind::Gate {
                 return;
             }
-            self.gate.forward_into(&b.normed, n_tok, &mut b.act);
-            self.up.forward_into(&b.normed, n_tok, &mut b.up);
-            swiglu(&mut b.act, &b.up);
+            self.mlp_act_into(&b.normed, n_tok, &mut b.up, &mut b.act);
             see(LinearKind::Down, &b.act);
-            self.down.forward_into(&b.act, n_tok, &mut b.product);
-            add_assign(x, &b.product);
+            add_product(&self.down, x, &b.act, n_tok, &mut b.product);
         })
     }
 
@@ -124,12 +129,25 @@ impl Layer {
     /// [`Layer::attention`] of a whole sequence (positions 0..n_tok) as a bf16 model computes
     /// it on an accelerator ([`kernels::attention_bf16`]): the calibration pipeline's attention.
     pub fn sequence_attention_bf16(&self, ctx: &BlockCtx, h: &[f32], n_tok: usize) -> Vec<f32> {
+        let mut out = Vec::new();
         with_buffers(|b| {
-            self.rotated_qkv(ctx, h, n_tok, 0, [&mut b.q, &mut b.k, &mut b.v]);
-            let mut out = vec![0f32; b.q.len()];
-            causal_self_attention(attn_shape(ctx), &b.q, &b.k, &b.v, n_tok, &mut out);
-            out
-        })
+            self.attention_bf16_into(ctx, h, n_tok, [&mut b.q, &mut b.k, &mut b.v], &mut out)
+        });
+        out
+    }
+
+    /// [`Layer::sequence_attention_bf16`] into `out`, with q, k and v in `qkv`.
+    fn attention_bf16_into(
+        &self,
+        ctx: &BlockCtx,
+        h: &[f32],
+        n_tok: usize,
+        [q, k, v]: [&mut Vec<f32>; 3],
+        out: &mut Vec<f32>,
+    ) {
+        self.rotated_qkv(ctx, h, n_tok, 0, [q, k, v]);
+        out.resize(q.len(), 0.0);
+        causal_self_attention(attn_shape(ctx), q, k, v, n_tok, out);
     }
 
     /// q, k (rotated for positions pos0..) and v of the normed input `h`, into `qkv`.
@@ -149,35 +167,33 @@ impl Layer {
 
     /// x += o(attn).
     pub fn attn_residual(&self, x: &mut [f32], attn: &[f32], n_tok: usize) {
-        with_buffers(|b| {
-            self.o.forward_into(attn, n_tok, &mut b.product);
-            add_assign(x, &b.product);
-        })
+        with_buffers(|b| add_product(&self.o, x, attn, n_tok, &mut b.product))
     }
 
     /// The MLP norm of `x` (after the attention residual): what gate and up read.
     pub fn mlp_input(&self, ctx: &BlockCtx, x: &[f32]) -> Vec<f32> {
-        let mut h = vec![0f32; x.len()];
-        rms_norm(x, &self.ffn_norm, ctx.config.rms_norm_eps as f32, &mut h);
+        let mut h = Vec::new();
+        norm_into(ctx, x, &self.ffn_norm, &mut h);
         h
     }
 
     /// silu(gate(h)) · up(h): what down reads.
     pub fn mlp_act(&self, h: &[f32], n_tok: usize) -> Vec<f32> {
-        let mut g = self.gate.forward(h, n_tok);
-        with_buffers(|b| {
-            self.up.forward_into(h, n_tok, &mut b.up);
-            swiglu(&mut g, &b.up);
-        });
+        let mut g = Vec::new();
+        with_buffers(|b| self.mlp_act_into(h, n_tok, &mut b.up, &mut g));
         g
+    }
+
+    /// [`Layer::mlp_act`] into `out`, with up's output in `up`.
+    fn mlp_act_into(&self, h: &[f32], n_tok: usize, up: &mut Vec<f32>, out: &mut Vec<f32>) {
+        self.gate.forward_into(h, n_tok, out);
+        self.up.forward_into(h, n_tok, up);
+        swiglu(out, up);
     }
 
     /// x += down(act).
     pub fn mlp_residual(&self, x: &mut [f32], act: &[f32], n_tok: usize) {
-        with_buffers(|b| {
-            self.down.forward_into(act, n_tok, &mut b.product);
-            add_assign(x, &b.product);
-        })
+        with_buffers(|b| add_product(&self.down, x, act, n_tok, &mut b.product))
     }
 }
 
