@@ -86,92 +86,56 @@ fn softmax_numerators_body(x: &mut [f32], scale: f32) -> f32 {
 
 #[inline(always)]
 fn swiglu_body(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len());
     for (g, u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + exp_approx(-*g)) * u;
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 {
-        super::exp_shift_sum_body(x, max)
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
-        super::swiglu_body(gate, up)
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn softmax_numerators(x: &mut [f32], scale: f32) -> f32 {
-        super::softmax_numerators_body(x, scale)
-    }
+/// `pub fn $name` running `$body` compiled for AVX-512, for AVX2 + FMA or for the portable
+/// baseline, the widest this CPU has: one source per kernel, the dispatch written once.
+macro_rules! widest {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident;) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if features().avx512f && features().has_avx2_fma() {
+                    // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if features().has_avx2_fma() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 {
-        super::exp_shift_sum_body(x, max)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
-        super::swiglu_body(gate, up)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn softmax_numerators(x: &mut [f32], scale: f32) -> f32 {
-        super::softmax_numerators_body(x, scale)
-    }
+widest! {
+    /// x ← exp(x − max); returns Σ of the results (the softmax numerators and their sum).
+    pub fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 = exp_shift_sum_body;
 }
 
-/// x ← exp(x − max); returns Σ of the results (the softmax numerators and their sum).
-pub fn exp_shift_sum(x: &mut [f32], max: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if features().avx512f && features().has_avx2_fma() {
-        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
-        return unsafe { avx512::exp_shift_sum(x, max) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if features().has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { avx2::exp_shift_sum(x, max) };
-    }
-    exp_shift_sum_body(x, max)
+widest! {
+    /// x ← exp(scale·x − scale·max x), the numerators of softmax(scale·x) over one row of
+    /// attention scores; returns their sum.
+    pub fn softmax_numerators(x: &mut [f32], scale: f32) -> f32 = softmax_numerators_body;
 }
 
-/// x ← exp(scale·x − scale·max x), the numerators of softmax(scale·x) over one row of
-/// attention scores; returns their sum.
-pub fn softmax_numerators(x: &mut [f32], scale: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if features().avx512f && features().has_avx2_fma() {
-        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
-        return unsafe { avx512::softmax_numerators(x, scale) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if features().has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { avx2::softmax_numerators(x, scale) };
-    }
-    softmax_numerators_body(x, scale)
-}
-
-/// gate ← silu(gate) · up = gate / (1 + e^−gate) · up (SwiGLU), with the exponential above.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    assert_eq!(gate.len(), up.len());
-    #[cfg(target_arch = "x86_64")]
-    if features().avx512f && features().has_avx2_fma() {
-        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
-        return unsafe { avx512::swiglu(gate, up) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if features().has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { avx2::swiglu(gate, up) };
-    }
-    swiglu_body(gate, up)
+widest! {
+    /// gate ← silu(gate) · up = gate / (1 + e^−gate) · up (SwiGLU), with the exponential above.
+    pub fn swiglu(gate: &mut [f32], up: &[f32]) = swiglu_body;
 }
 
 #[cfg(test)]
