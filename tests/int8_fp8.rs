@@ -161,6 +161,16 @@ fn bad_calibration_input_fails_cleanly_and_leaves_nothing() {
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"txt\": 3}\n").unwrap();
     assert_clean_failure(&run(&["--calib", p(&bad)]), &["bad.jsonl", "line 2"]);
+    // Records are tokenized in parallel; the error is still the first bad line of the file.
+    let two_bad = dir.path().join("two_bad.jsonl");
+    std::fs::write(
+        &two_bad,
+        "{\"text\": \"fine\"}\n{\"txt\": 3}\n{\"text\": \"fine\"}\nnot json\n",
+    )
+    .unwrap();
+    let o = run(&["--calib", p(&two_bad)]);
+    assert_clean_failure(&o, &["two_bad.jsonl", "line 2"]);
+    assert!(!stderr(&o).contains("line 4"), "{}", stderr(&o));
     assert_clean_failure(
         &run(&["--nsamples", "100000", "--seqlen", "512"]),
         &["only", "tokens of calibration text"],
@@ -175,6 +185,7 @@ fn bad_calibration_input_fails_cleanly_and_leaves_nothing() {
     ]);
     assert_clean_failure(&o, &["none"]);
     std::fs::remove_file(&bad).unwrap();
+    std::fs::remove_file(&two_bad).unwrap();
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
